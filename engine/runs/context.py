@@ -1,0 +1,105 @@
+"""What a run process hands to an algorithm's step loop: its config, the store, stop signals, checkpoint paths.
+
+The contract for every runner (engine/runs/*.py, ``execute(ctx)``):
+  start = ctx.start_step()                       # 0, or the step of the checkpoint a resumed run restarts from
+  for step in range(start + 1, ctx.config.max_steps + 1):
+      ... one step ...
+      ctx.log_step(step, metrics, groups, samples)   # one transaction
+      if ctx.checkpoint_due(step): save, then ctx.record_checkpoint(step, path)
+      if ctx.should_stop(): save a checkpoint if the step has none, then return
+A runner returns normally when it finishes or stops; the run process decides the final status from
+``ctx.stop_reason``. Exceptions mark the run failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from db import queue, writes
+from db.session import Store, studio_home
+
+StopReason = Literal["cancel", "shutdown"]
+
+
+class RunContext:
+    def __init__(self, store: Store, run_id: int, config: Any, *, resume: bool, worker_id: str | None = None,
+                 cancel_poll_s: float = 1.0):
+        self.store = store
+        self.run_id = run_id
+        self.config = config
+        self.worker_id = worker_id
+        self.resume = resume
+        self.stop_reason: StopReason | None = None
+        self._shutdown = False
+        self._cancel_poll_s = cancel_poll_s
+        self._last_cancel_poll = 0.0
+        self.run_dir = studio_home() / "runs" / str(run_id)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume_checkpoint = queue.latest_checkpoint(store, run_id) if resume else None
+
+    # --- stopping -------------------------------------------------------------------------------------
+    def request_shutdown(self) -> None:
+        """Called from the signal handler: finish the current step, checkpoint, and hand the run back."""
+        self._shutdown = True
+
+    def should_stop(self) -> bool:
+        if self._shutdown:
+            self.stop_reason = "shutdown"
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_poll >= self._cancel_poll_s:
+            self._last_cancel_poll = now
+            if queue.cancel_requested(self.store, self.run_id):
+                self.stop_reason = "cancel"
+        return self.stop_reason is not None
+
+    # --- checkpoints ----------------------------------------------------------------------------------
+    def start_step(self) -> int:
+        """The step to continue after: 0 for a fresh run, the checkpoint's step for a resumed one.
+
+        Rows written after that checkpoint are removed, so the resumed steps are written once."""
+        step = self._resume_checkpoint.step if self._resume_checkpoint else 0
+        writes.truncate_after(self.store, self.run_id, step)
+        return step
+
+    @property
+    def resume_checkpoint_path(self) -> Path | None:
+        return Path(self._resume_checkpoint.path) if self._resume_checkpoint else None
+
+    def checkpoint_dir(self, step: int) -> Path:
+        path = self.run_dir / "checkpoints" / f"step-{step:07d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def checkpoint_due(self, step: int) -> bool:
+        every = getattr(self.config, "checkpoint_every", 0)
+        return step == self.config.max_steps or (every > 0 and step % every == 0)
+
+    def record_checkpoint(self, step: int, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+        writes.record_checkpoint(self.store, self.run_id, step, str(path), meta)
+
+    # --- writes ---------------------------------------------------------------------------------------
+    def log_step(self, step: int, metrics: Mapping[str, float], groups: Iterable[Mapping[str, Any]] = (),
+                 samples: Iterable[Mapping[str, Any]] = ()) -> None:
+        writes.write_step(self.store, self.run_id, step, metrics, groups, samples)
+
+    def event(self, message: str, level: str = "info") -> None:
+        with self.store.write() as s:
+            queue.add_event(s, self.run_id, message, level)
+
+    def record_evaluation(self, benchmark: str, metrics: Mapping[str, Any], *, model: str, dataset_version: str,
+                          step: int | None = None, checkpoint: str | None = None) -> int:
+        return writes.record_evaluation(self.store, run_id=self.run_id, model=model, benchmark=benchmark,
+                                        dataset_version=dataset_version, metrics=metrics,
+                                        seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write-then-rename, so a crash mid-write never leaves a half checkpoint behind."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
