@@ -1,0 +1,101 @@
+"""The store: pragmas, migrations on empty and existing databases, schema = models, batched step writes."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select, text
+
+from db.migrate import current_revision
+from db.models import Base, GroupStat, MetricPoint, Run, RunStatus, Sample
+from db.queue import submit_run
+from db.session import Store
+from db.writes import truncate_after, write_step
+from engine.config import SyntheticConfig
+
+
+def test_sqlite_pragmas_on_every_connection(store):
+    for engine in (store.read_engine, store.write_engine):
+        with engine.connect() as c:
+            assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+
+
+def test_migrations_create_the_schema_of_the_models(store):
+    assert current_revision(store) is not None
+    with store.read_engine.connect() as c:
+        diff = compare_metadata(MigrationContext.configure(c), Base.metadata)
+    assert diff == [], f"models and migrations differ; write a migration: {diff}"
+
+
+def test_upgrade_on_an_existing_database_keeps_its_data(db_url, store):
+    run_id = submit_run(store, SyntheticConfig(max_steps=3))
+    write_step(store, run_id, 1, {"loss": 0.5})
+    store.dispose()
+    again = Store(db_url)  # second start: migrations run again on a populated file
+    with again.read() as s:
+        assert s.get(Run, run_id).status == RunStatus.queued
+        assert s.scalar(select(func.count()).select_from(MetricPoint)) == 1
+    assert current_revision(again) == current_revision(store)
+
+
+def test_migration_from_a_bare_pre_alembic_file_fails_loudly(tmp_path):
+    path = tmp_path / "odd.db"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
+    con.commit()
+    con.close()
+    with pytest.raises(Exception):
+        Store(f"sqlite:///{path}")  # a foreign 'runs' table is never silently adopted
+
+
+def test_foreign_keys_are_enforced(store):
+    with pytest.raises(Exception):
+        with store.write() as s:
+            s.add(MetricPoint(run_id=999, step=1, key="x", value=1.0))
+
+
+def test_step_write_is_one_transaction(store):
+    run_id = submit_run(store, SyntheticConfig(max_steps=3))
+    write_step(store, run_id, 1, {"a": 1.0, "b": float("nan")}, [{"group": "g0", "weight": 0.5, "loss": 1.0}],
+               [{"group": "g0", "prompt": "p", "completion": "c", "reward": 0.2, "advantage": 0.1}])
+    # A duplicate (run, key, step) violates the unique index: the whole step must be rolled back.
+    with pytest.raises(Exception):
+        write_step(store, run_id, 2, {"a": 2.0}, [{"group": "g0"}, {"group": "g0"}])
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(MetricPoint).where(MetricPoint.step == 2)) == 0
+        assert s.scalar(select(MetricPoint.value).where(MetricPoint.key == "b")) is None  # NaN stored as NULL
+        assert s.get(Run, run_id).last_step == 1
+        assert s.scalar(select(func.count()).select_from(Sample)) == 1
+
+
+def test_truncate_after_drops_only_later_steps(store):
+    run_id = submit_run(store, SyntheticConfig(max_steps=5))
+    for step in range(1, 6):
+        write_step(store, run_id, step, {"loss": float(step)}, [{"group": "g", "weight": 1.0}])
+    truncate_after(store, run_id, 3)
+    with store.read() as s:
+        assert s.scalars(select(MetricPoint.step).order_by(MetricPoint.step)).all() == [1, 2, 3]
+        assert s.scalar(select(func.count()).select_from(GroupStat)) == 3
+        assert s.get(Run, run_id).last_step == 3
+
+
+def test_series_since_step_uses_the_unique_index(store):
+    with store.read_engine.connect() as c:
+        plan = c.exec_driver_sql("EXPLAIN QUERY PLAN SELECT step, value FROM metric_points "
+                                 "WHERE run_id = 1 AND key = 'loss' AND step > 10 ORDER BY step").fetchall()
+    detail = " ".join(str(r[-1]) for r in plan)
+    # SQLite serves the unique constraint with its own automatic index: a range seek, never a table scan.
+    assert "USING INDEX" in detail and "run_id=? AND key=? AND step>?" in detail, detail
+    assert "SCAN metric_points" not in detail and "TEMP B-TREE" not in detail, detail
+
+
+def test_timestamps_read_back_timezone_aware(store):
+    run_id = submit_run(store, SyntheticConfig(max_steps=1))
+    with store.read() as s:
+        assert s.get(Run, run_id).created_at.tzinfo is not None
+        assert s.execute(text("SELECT 1")).scalar() == 1
