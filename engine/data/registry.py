@@ -1,0 +1,187 @@
+"""Dataset registry: named datasets with JSON-able descriptions and one way to load each.
+
+The app lists DATASETS in forms and calls preview(); the engine calls load_named() with the run's
+split and seed. Torch-free and cheap to import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from engine.data.builders import build_pair_splits, build_prompt_splits, group_counts
+from engine.data.global_opinion_qa import PAPER_COUNTRIES
+from engine.data.splits import check_split
+from engine.data.types import PreferencePair, PromptExample
+
+Kind = Literal["prompts", "pairs"]
+Rows = list[PromptExample] | list[PreferencePair]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    kind: Kind  # "prompts" (GRPO / generation eval) | "pairs" (DPO / IPO and group-robust variants)
+    description: str
+    default_for: tuple[str, ...]  # algorithm names that use this set by default
+    license: str
+    source: str  # builder source name
+    groups: str  # what a group is, for the UI
+    needs_path: bool = False  # True when nothing is bundled: the user must give a file or hub id
+    options: dict[str, Any] = field(default_factory=dict)  # builder keyword arguments
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["default_for"] = list(self.default_for)
+        d["options"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()}
+        return d
+
+
+def _spec(*args: Any, **kwargs: Any) -> tuple[str, DatasetSpec]:
+    spec = DatasetSpec(*args, **kwargs)
+    return spec.name, spec
+
+
+DATASETS: dict[str, DatasetSpec] = dict(
+    [
+        _spec(
+            "bias_prompts",
+            "prompts",
+            "Open-ended prompts about people: BOLD sentence continuations and HolisticBias dialogue openers, "
+            "grouped by demographic axis (gender, race, religion, age, disability, sexual orientation).",
+            ("grpo", "gr_grpo"),
+            "CC BY-SA 4.0 (BOLD; HolisticBias)",
+            "mixed",
+            "demographic axis",
+            options={"per_group": 256},
+        ),
+        _spec(
+            "bold_prompts",
+            "prompts",
+            "BOLD sentence beginnings about people (Wikipedia), continued by the model; groups = domain axis.",
+            (),
+            "CC BY-SA 4.0",
+            "bold",
+            "demographic axis (BOLD domain)",
+        ),
+        _spec(
+            "holistic_bias_prompts",
+            "prompts",
+            "HolisticBias dialogue openers composed from descriptors, nouns and templates; groups = axis.",
+            (),
+            "CC BY-SA 4.0",
+            "holistic_bias",
+            "demographic axis",
+            options={"per_group": 256},
+        ),
+        _spec(
+            "bbq_ambiguous_prompts",
+            "prompts",
+            "BBQ questions whose context cannot answer them (the unbiased answer is 'unknown'); "
+            "groups = BBQ category. Meta holds the correct / unknown / bias-aligned option for rule rewards.",
+            (),
+            "CC BY 4.0",
+            "bbq_ambiguous",
+            "BBQ category",
+            options={"group_by": "category"},
+        ),
+        _spec(
+            "bbq_pairs",
+            "pairs",
+            "BBQ preference pairs: the unbiased answer ('unknown' when the context is ambiguous) over the "
+            "stereotyped one; groups = BBQ category.",
+            ("dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo"),
+            "CC BY 4.0",
+            "bbq",
+            "BBQ category",
+        ),
+        _spec(
+            "goqa_pairs",
+            "pairs",
+            "GlobalOpinionQA pairs as in Group Robust Preference Optimization: a country's majority answer over "
+            "a random other option; groups = countries (the paper's first five by default). Not bundled: "
+            "needs a local file or the hub id Anthropic/llm_global_opinions.",
+            (),
+            "CC BY-NC-SA 4.0 (non-commercial)",
+            "global_opinion_qa",
+            "country",
+            needs_path=True,
+            options={"countries": PAPER_COUNTRIES[:5]},
+        ),
+    ]
+)
+
+
+def catalog() -> list[dict[str, Any]]:
+    """Every dataset's JSON-able description, for the app's dataset page."""
+    return [spec.to_dict() for spec in DATASETS.values()]
+
+
+def _unknown(name: str) -> KeyError:
+    return KeyError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+
+
+def _mixed_paths(name: str, root: Path) -> dict[str, Path]:
+    """A mixed set's path is a folder holding one subfolder per source (bold/, holistic_bias/)."""
+    paths = {src: root / src for src in ("bold", "holistic_bias")}
+    missing = [str(p) for p in paths.values() if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"dataset {name!r} mixes BOLD and HolisticBias: its path must be a folder with subfolders "
+            f"bold/ and holistic_bias/; missing {missing}"
+        )
+    return paths
+
+
+def load_named_splits(
+    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None
+) -> dict[str, Rows]:
+    """All splits of a named dataset (each capped at `limit` rows, balanced over groups)."""
+    if name not in DATASETS:
+        raise _unknown(name)
+    spec = DATASETS[name]
+    if spec.needs_path and path is None:
+        raise ValueError(f"dataset {name!r} is not bundled ({spec.license}); pass path= a local file or hub id")
+    builder: Callable[..., dict[str, Any]] = build_prompt_splits if spec.kind == "prompts" else build_pair_splits
+    kwargs = {**spec.options, "seed": seed, "limit": limit}
+    if path is not None:
+        kwargs["path"] = _mixed_paths(name, Path(path)) if spec.source == "mixed" else path
+    return builder(spec.source, **kwargs)
+
+
+def load_named(
+    name: str, split: str = "train", seed: int = 0, path: str | Path | None = None, limit: int | None = None
+) -> Rows:
+    """Rows of one split of a named dataset. The "eval" split is the same for every seed."""
+    check_split(split)
+    return load_named_splits(name, seed=seed, path=path, limit=limit)[split]
+
+
+def _preview_text(row: PromptExample | PreferencePair) -> str:
+    if isinstance(row, PreferencePair):
+        return f"{row.prompt}\n[chosen] {row.chosen}\n[rejected] {row.rejected}"
+    return row.prompt
+
+
+def preview(
+    name: str, seed: int = 0, per_group: int = 3, path: str | Path | None = None, split: str = "train"
+) -> dict[str, Any]:
+    """JSON-able summary for the app: row count, rows per group and a few example texts per group."""
+    splits = load_named_splits(name, seed=seed, path=path)
+    rows = splits[check_split(split)]
+    examples: dict[str, list[str]] = {}
+    for row in rows:
+        bucket = examples.setdefault(row.group, [])
+        if len(bucket) < per_group:
+            bucket.append(_preview_text(row))
+    return {
+        "name": name,
+        "split": split,
+        "rows": len(rows),
+        "split_rows": {s: len(r) for s, r in splits.items()},
+        "group_counts": group_counts(rows),
+        "examples": dict(sorted(examples.items())),
+        "spec": DATASETS[name].to_dict(),
+    }
