@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="Alignment studio: bias mitigation with BiasGRPO and group-robust preference optimization.")
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 reward_app = typer.Typer(no_args_is_help=True, help="The bias reward model.")
@@ -323,6 +323,33 @@ def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (d
     from engine.rewards.train import train_cli
 
     train_cli(out=out, epochs=epochs, seed=seed)
+
+
+@app.command()
+@friendly
+def prepare(db: Optional[str] = DbOpt) -> None:
+    """One-time set-up of the embedded defaults: database, default model and bias reward model (offline)."""
+    from engine.models.default_model import default_model_path
+    from engine.rewards.bias_model import default_reward_model_path
+
+    store = _store(db)
+    typer.echo(f"database      {store.url}")
+    typer.echo(f"default model {default_model_path()}")
+    typer.echo(f"reward model  {default_reward_model_path()}")
+
+
+@app.command()
+@friendly
+def health(max_age: float = typer.Option(60.0, help="Newest engine heartbeat must be younger than this (s)."),
+           db: Optional[str] = DbOpt) -> None:
+    """Exit 0 if an engine worker has a fresh heartbeat (for container health checks), 1 otherwise."""
+    from db.queue import live_workers
+
+    workers = live_workers(_store(db), within_s=max_age)
+    if not workers:
+        typer.echo(f"no engine heartbeat in the last {max_age:.0f} s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{len(workers)} engine worker(s) alive: " + ", ".join(w.id for w in workers))
 
 
 @db_app.command("upgrade")

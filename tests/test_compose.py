@@ -1,0 +1,50 @@
+"""docker-compose.yml checked by a real Compose-spec parser (no Docker engine runs here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import ROOT
+
+compose_spec = pytest.importorskip("compose_spec")
+
+
+def load() -> dict:
+    return compose_spec.PyCompose.from_yaml((ROOT / "docker-compose.yml").read_text()).to_dict()
+
+
+def test_compose_file_parses_with_web_and_gpu_engine():
+    d = load()
+    assert set(d["services"]) == {"web", "engine"}
+    engine = d["services"]["engine"]
+    (device,) = engine["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert engine["stop_signal"] == "SIGTERM"
+
+
+def test_services_share_the_data_volume_and_database():
+    d = load()
+    assert "studio-data" in d["volumes"]
+    for name in ("web", "engine"):
+        svc = d["services"][name]
+        assert "studio-data:/data" in svc["volumes"]
+        assert svc["environment"]["STUDIO_DB_URL"] == "sqlite:////data/studio.db"
+
+
+def test_health_checks_probe_the_web_endpoint_and_the_engine_heartbeat():
+    d = load()
+    web = d["services"]["web"]["healthcheck"]["test"]
+    assert any("/_stcore/health" in part for part in web)
+    assert d["services"]["engine"]["healthcheck"]["test"][1:3] == ["studio", "health"]
+
+
+def test_web_is_published_on_localhost_and_needs_a_password():
+    d = load()
+    web = d["services"]["web"]
+    assert all(str(p).startswith("127.0.0.1:") for p in web["ports"])
+    assert "STUDIO_PASSWORD" in web["environment"]
+
+
+def test_the_parser_rejects_an_invalid_compose_file():
+    with pytest.raises(ValueError):
+        compose_spec.PyCompose.from_yaml("services:\n  web:\n    image: x\n    ports: ['bad:host:ip:spec']\n")
