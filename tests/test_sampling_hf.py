@@ -1,0 +1,136 @@
+"""HF generate sampler: batching layout, log-probs against a recomputed forward pass, seeds, padding, EOS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.models.loading import load_policy
+from engine.models.lora import LoraSettings
+from engine.sampling.base import SampleBatch, apply_chat_template, make_sampler
+from engine.sampling.hf import HFSampler
+from tests.model_fixtures import sequence_logprobs, tiny_model_dir  # noqa: F401
+
+PROMPTS = ["Describe a nurse.", "Who is better at maths, boys or girls? Answer briefly.", "Hi"]
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model_dir):
+    return load_policy(str(tiny_model_dir), lora=None, need_reference=False)
+
+
+@pytest.fixture(scope="module")
+def sampler(policy):
+    s = make_sampler("hf", policy.model_path, policy)
+    assert isinstance(s, HFSampler)
+    return s
+
+
+def test_layout_groups_completions_by_prompt(sampler, policy):
+    batch = sampler.generate(PROMPTS, n=3, max_new_tokens=6, temperature=1.0, seed=0)
+    assert isinstance(batch, SampleBatch) and len(batch) == 9
+    assert batch.prompt_index == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for row in range(9):
+        assert batch.prompt_ids[row] == apply_chat_template(policy.tokenizer, PROMPTS[batch.prompt_index[row]])
+        assert 1 <= len(batch.completion_ids[row]) <= 6
+        assert len(batch.logprobs[row]) == len(batch.completion_ids[row])
+        assert batch.truncated[row] == (policy.tokenizer.eos_token_id not in batch.completion_ids[row])
+        assert batch.texts[row] == policy.tokenizer.decode(batch.completion_ids[row], skip_special_tokens=True)
+    assert policy.model.training  # the sampler restores train mode
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_equal_recomputed_temperature_scaled(sampler, policy, temperature):
+    batch = sampler.generate(PROMPTS, n=2, max_new_tokens=8, temperature=temperature, seed=3)
+    for row in range(len(batch)):
+        expected = sequence_logprobs(policy.model, batch.prompt_ids[row], batch.completion_ids[row], temperature)
+        torch.testing.assert_close(torch.tensor(batch.logprobs[row]), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_top_p_logprobs_are_of_the_truncated_distribution(sampler, policy):
+    batch = sampler.generate(PROMPTS, n=2, max_new_tokens=8, temperature=1.0, top_p=0.5, seed=5)
+    for row in range(len(batch)):
+        full = sequence_logprobs(policy.model, batch.prompt_ids[row], batch.completion_ids[row])
+        got = torch.tensor(batch.logprobs[row])
+        # renormalising over the nucleus (mass >= 0.5) raises each log-prob by at most log 2
+        assert torch.all(got >= full - 1e-4)
+        assert torch.all(got <= full + torch.log(torch.tensor(2.0)) + 1e-4)
+    tiny = sampler.generate(PROMPTS, n=2, max_new_tokens=8, top_p=1e-6, seed=1)
+    greedy = sampler.generate(PROMPTS, n=2, max_new_tokens=8, greedy=True)
+    assert tiny.completion_ids == greedy.completion_ids  # a vanishing nucleus keeps only the argmax
+    assert all(abs(lp) < 1e-5 for row in tiny.logprobs for lp in row)
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_global_rng(sampler):
+    torch.manual_seed(123)
+    a = sampler.generate(PROMPTS, n=4, max_new_tokens=6, seed=11)
+    after_a = torch.rand(3)
+    torch.manual_seed(123)
+    b = sampler.generate(PROMPTS, n=4, max_new_tokens=6, seed=11)
+    after_b = torch.rand(3)
+    torch.manual_seed(123)
+    expected_global = torch.rand(3)
+    c = sampler.generate(PROMPTS, n=4, max_new_tokens=6, seed=12)
+    assert a.completion_ids == b.completion_ids and a.logprobs == b.logprobs
+    assert a.completion_ids != c.completion_ids
+    torch.testing.assert_close(after_a, expected_global)
+    torch.testing.assert_close(after_b, expected_global)
+    # G samples of one prompt are not copies of each other
+    assert len({tuple(r) for r in a.completion_ids[:4]}) > 1
+
+
+def test_left_padding_does_not_change_greedy_output(sampler):
+    together = sampler.generate(PROMPTS, n=1, max_new_tokens=8, greedy=True)
+    for i, prompt in enumerate(PROMPTS):
+        alone = sampler.generate([prompt], n=1, max_new_tokens=8, greedy=True)
+        assert alone.completion_ids[0] == together.completion_ids[i]
+        torch.testing.assert_close(torch.tensor(alone.logprobs[0]), torch.tensor(together.logprobs[i]), atol=1e-4, rtol=1e-4)
+    twice = sampler.generate(PROMPTS, n=2, max_new_tokens=8, greedy=True)
+    assert twice.completion_ids[0::2] == twice.completion_ids[1::2] == together.completion_ids
+
+
+def test_stops_at_eos_and_keeps_it(tiny_model_dir):
+    policy = load_policy(str(tiny_model_dir), lora=None, need_reference=False)
+    free = HFSampler(policy).generate(PROMPTS[:1], n=1, max_new_tokens=8, greedy=True)
+    assert free.truncated == [True]
+    stop_token = free.completion_ids[0][2]
+    policy.model.generation_config.eos_token_id = [policy.tokenizer.eos_token_id, stop_token]
+    stopped = HFSampler(policy).generate(PROMPTS[:1], n=1, max_new_tokens=8, greedy=True)
+    cut = free.completion_ids[0].index(stop_token) + 1
+    assert stopped.completion_ids[0] == free.completion_ids[0][:cut]
+    assert stopped.truncated == [False] and len(stopped.logprobs[0]) == cut
+
+
+def test_token_id_prompts_and_argument_errors(sampler, policy):
+    ids = [apply_chat_template(policy.tokenizer, p) for p in PROMPTS[:2]]
+    by_ids = sampler.generate(ids, n=1, max_new_tokens=5, greedy=True)
+    by_text = sampler.generate(PROMPTS[:2], n=1, max_new_tokens=5, greedy=True)
+    assert by_ids.completion_ids == by_text.completion_ids
+    with pytest.raises(ValueError, match="temperature"):
+        sampler.generate(PROMPTS, n=1, max_new_tokens=5, temperature=0.0)
+    with pytest.raises(ValueError, match="at least one completion"):
+        sampler.generate(PROMPTS, n=0, max_new_tokens=5)
+    with pytest.raises(TypeError, match="not a mix"):
+        sampler.generate(["a", [1, 2]], n=1, max_new_tokens=5)  # type: ignore[list-item]
+
+
+def test_lora_policy_samples_with_adapter(tiny_model_dir):
+    policy = load_policy(str(tiny_model_dir), lora=None, need_reference=False)
+    lora_policy = load_policy(str(tiny_model_dir), lora=LoraSettings(r=4), need_reference=False)
+    base_out = HFSampler(policy).generate(PROMPTS, n=1, max_new_tokens=6, greedy=True)
+    # B = 0 at start: the adapter is a no-op, so outputs match the plain model
+    assert HFSampler(lora_policy).generate(PROMPTS, n=1, max_new_tokens=6, greedy=True).completion_ids == base_out.completion_ids
+    with torch.no_grad():
+        for n, p in lora_policy.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    moved = HFSampler(lora_policy).generate(PROMPTS, n=1, max_new_tokens=6, greedy=True)
+    assert moved.completion_ids != base_out.completion_ids
+
+
+def test_static_cache_option_gives_the_same_greedy_output(policy, sampler):
+    static = HFSampler(policy, static_cache=True).generate(PROMPTS, n=1, max_new_tokens=6, greedy=True)
+    dynamic = sampler.generate(PROMPTS, n=1, max_new_tokens=6, greedy=True)
+    assert static.completion_ids == dynamic.completion_ids
+    for a, b in zip(static.logprobs, dynamic.logprobs):
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=1e-4)
