@@ -1,0 +1,105 @@
+"""Turn what a user typed as "the model" into a folder transformers can load.
+
+Accepted: "embedded:smollm2-135m-instruct", a local HF folder, a hub id, "run:ID" or a bare run id. A run
+reference means that run's latest checkpoint (or a given step); it is exported once, merged, to
+$STUDIO_HOME/exports/run-ID/step-N and reused, so evaluating or comparing a run twice costs one export.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from db.queue import QueueError, get_run
+from db.session import Store, studio_home
+
+_DONE = ".export-complete"
+NO_MODEL_ALGORITHMS = {"synthetic": "a synthetic experiment", "compare": "a comparison job", "eval": "an evaluation job"}
+
+
+class ModelRefError(QueueError):
+    """A run reference that names no usable model (no checkpoint, wrong kind of run); one line for the CLI."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str  # what load_policy / from_pretrained take
+    label: str  # what the user asked for, stored as Evaluation.model
+    run_id: int | None = None  # the run whose checkpoint this is
+    step: int | None = None
+    checkpoint: str | None = None  # the checkpoint folder
+
+
+def parse_run_ref(ref: str) -> int | None:
+    """The run id in "run:ID" or a bare "ID"; None for anything else."""
+    text = ref.strip()
+    if text.startswith("run:"):
+        text = text[4:]
+        if not text.isdigit():
+            raise ModelRefError(f"{ref!r} is not a run reference: write run:ID with the run's number, e.g. run:3")
+    return int(text) if text.isdigit() else None
+
+
+def run_checkpoint(store: Store, run_id: int, step: int | None = None) -> tuple[int, Path]:
+    """(step, folder) of a run's checkpoint: the latest, or the given step; clear errors otherwise."""
+    from sqlalchemy import select
+
+    from db.models import Checkpoint
+
+    run = get_run(store, run_id)
+    if run.algorithm in NO_MODEL_ALGORITHMS:
+        raise ModelRefError(f"run {run_id} is {NO_MODEL_ALGORITHMS[run.algorithm]}: it has no language model to "
+                            "export or evaluate; pick a training run (`studio runs` lists them)")
+    with store.read() as s:
+        q = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        rows = list(s.scalars(q.order_by(Checkpoint.step)))
+    if not rows:
+        raise ModelRefError(f"run {run_id} has no checkpoint yet: wait for its first checkpoint (every "
+                            "checkpoint_every steps, and at the end) or evaluate the base model instead")
+    if step is None:
+        ckpt = rows[-1]
+    else:
+        match = [c for c in rows if c.step == step]
+        if not match:
+            raise ModelRefError(f"run {run_id} has no checkpoint at step {step}: it has steps "
+                                f"{', '.join(str(c.step) for c in rows)}")
+        ckpt = match[0]
+    folder = Path(ckpt.path)
+    if not folder.is_dir():
+        raise ModelRefError(f"run {run_id}'s checkpoint at step {ckpt.step} is missing on disk ({folder}): "
+                            "it was deleted or the run ran on another machine")
+    return ckpt.step, folder
+
+
+def export_cache_dir(run_id: int, step: int) -> Path:
+    return studio_home() / "exports" / f"run-{run_id}" / f"step-{step:07d}"
+
+
+def materialise_run_model(store: Store, run_id: int, step: int | None = None) -> ResolvedModel:
+    """Export (merged, once) a run's checkpoint to the studio's export cache and return that folder."""
+    from engine.models.checkpoint import export_model
+
+    step, ckpt = run_checkpoint(store, run_id, step)
+    out = export_cache_dir(run_id, step)
+    if not (out / _DONE).is_file():
+        if out.exists():  # a half-finished export from a crash
+            shutil.rmtree(out)
+        export_model(ckpt, out, merge_lora=True)
+        (out / _DONE).write_text(str(ckpt))
+    return ResolvedModel(path=str(out), label=f"run:{run_id}", run_id=run_id, step=step, checkpoint=str(ckpt))
+
+
+def resolve_model_ref(store: Store | None, ref: str) -> ResolvedModel:
+    """A model reference as a loadable path; run references need the store."""
+    run_id = parse_run_ref(ref)
+    if run_id is not None:
+        if store is None:
+            raise ModelRefError(f"{ref!r} names a run, but no store was given to look it up")
+        return materialise_run_model(store, run_id)
+    from engine.models.default_model import resolve_model_path
+
+    try:
+        return ResolvedModel(path=resolve_model_path(ref), label=ref)
+    except ValueError as e:
+        raise ModelRefError(str(e)) from None

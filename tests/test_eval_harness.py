@@ -1,0 +1,104 @@
+"""The harness end to end on a tiny model: results stored, read back, and attributed to the right run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sqlalchemy import select
+
+from db.models import Evaluation, MetricPoint
+from db.queue import submit_run
+from db.writes import record_checkpoint
+from engine.config import ConfigError, EvalConfig, GRPOConfig
+from engine.evaluation.harness import EvalSettings, balanced_sample, bbq_items, evaluate_cli, neutral_passages
+from engine.evaluation.models_ref import ModelRefError, parse_run_ref
+from engine.runs.context import RunContext
+from tests.model_fixtures import tiny_model_dir  # noqa: F401
+
+
+def _evaluations(store):
+    with store.read() as s:
+        return list(s.scalars(select(Evaluation).order_by(Evaluation.id)))
+
+
+def test_cli_stores_every_benchmark_and_reads_back(store, tiny_model_dir, capsys):
+    ids = evaluate_cli(store, str(tiny_model_dir), ["bbq", "crows_pairs", "stereoset", "perplexity"], limit=6,
+                       seed=3, progress=False)
+    rows = _evaluations(store)
+    assert [r.id for r in rows] == ids and [r.benchmark for r in rows] == ["bbq", "crows_pairs", "stereoset",
+                                                                           "perplexity"]
+    for r in rows:
+        assert r.model == str(tiny_model_dir) and r.seed == 3 and r.run_id is None
+        assert "limit=6" in r.dataset_version and "sha256:" in r.dataset_version
+    bbq, crows, ss, ppl = (r.metrics for r in rows)
+    assert bbq["n_ambig"] + bbq["n_disambig"] == 6 and 0.0 <= bbq["acc_ambig"] <= 1.0
+    assert crows["n"] == 6 and 0.0 <= crows["stereotype_score"] <= 100.0
+    assert ss["n"] == 6 and ss["icat"] == pytest.approx(ss["lms"] * min(ss["ss"], 100 - ss["ss"]) / 50)
+    # A random tiny model is close to uniform over its 49k vocabulary: perplexity in the tens of thousands.
+    assert ppl["perplexity"] > 1000 and ppl["n"] == 6
+    assert "stored 4 evaluation(s)" in capsys.readouterr().out
+
+
+def test_run_reference_is_exported_and_results_go_to_that_run(store, tmp_path, tiny_model_dir):
+    from engine.models.checkpoint import save_checkpoint
+    from engine.models.loading import load_policy
+
+    run_id = submit_run(store, GRPOConfig(model=str(tiny_model_dir)))
+    with pytest.raises(ModelRefError, match="has no checkpoint yet"):
+        evaluate_cli(store, f"run:{run_id}", ["perplexity"], limit=2, progress=False)
+    policy = load_policy(str(tiny_model_dir), need_reference=False, device="cpu")
+    with torch.no_grad():
+        policy.model.model.embed_tokens.weight.mul_(0.0)  # a degenerate "trained" model: uniform predictions
+    ckpt = save_checkpoint(tmp_path / "ckpt", policy, step=7, save_rng=False)
+    record_checkpoint(store, run_id, 7, str(ckpt))
+    evaluate_cli(store, str(run_id), ["perplexity"], limit=2, progress=False)
+    (row,) = _evaluations(store)
+    assert row.run_id == run_id and row.step == 7 and row.checkpoint == str(ckpt) and row.model == f"run:{run_id}"
+    # Zero embeddings give the same logits everywhere; the checkpoint's weights (not the base) were evaluated.
+    assert row.metrics["perplexity"] > 1000
+
+
+def test_bad_inputs_fail_with_clear_messages(store):
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        evaluate_cli(store, "embedded:smollm2-135m-instruct", ["bbq", "mmlu"])
+    with pytest.raises(ModelRefError, match="run:ID"):
+        parse_run_ref("run:abc")
+    with pytest.raises(ModelRefError, match="no config.json"):
+        evaluate_cli(store, "/nonexistent/model/folder", ["bbq"])
+    assert parse_run_ref("run:12") == 12 and parse_run_ref("12") == 12 and parse_run_ref("org/model") is None
+
+
+def test_item_selection_is_balanced_held_out_and_seeded():
+    items, _ = bbq_items(EvalSettings(limit=24, seed=0))
+    cells = {(r.category, r.context_condition) for r in items}
+    assert len(items) == 24 and len(cells) == 12  # 6 categories x 2 conditions, two each
+    from engine.data.registry import load_named
+
+    trained_on = {p.meta["split_key"] for split in ("train", "validation") for p in load_named("bbq_pairs", split=split)}
+    assert trained_on and not trained_on & {r.split_key for r in items}  # never a template DPO trains on
+    again, _ = bbq_items(EvalSettings(limit=24, seed=0))
+    other, _ = bbq_items(EvalSettings(limit=24, seed=1))
+    assert [r.example_id for r in again] == [r.example_id for r in items]
+    assert [r.example_id for r in other] != [r.example_id for r in items]
+    assert balanced_sample(list(range(10)), lambda x: str(x % 2), str, 4, 0).count(0) <= 1
+    assert len(neutral_passages()) >= 30
+
+
+def test_eval_job_runner_stores_under_the_job(store, tiny_model_dir):
+    from engine.runs.evaluate import execute
+
+    cfg = EvalConfig(model=str(tiny_model_dir), benchmarks=["crows_pairs", "perplexity"], limit=4)
+    run_id = submit_run(store, cfg)
+    execute(RunContext(store, run_id, cfg, resume=False))
+    rows = _evaluations(store)
+    assert [(r.run_id, r.model, r.benchmark, r.step) for r in rows] == [
+        (run_id, str(tiny_model_dir), "crows_pairs", 1), (run_id, str(tiny_model_dir), "perplexity", 1)]
+    with store.read() as s:
+        metrics = {m.key: m.value for m in s.scalars(select(MetricPoint).where(MetricPoint.run_id == run_id))}
+    assert metrics["eval/perplexity/perplexity"] == pytest.approx(rows[1].metrics["perplexity"])
+    assert math.isfinite(metrics["eval/crows_pairs/stereotype_score"])
+    # A resumed job starts over without duplicating its results.
+    execute(RunContext(store, run_id, cfg, resume=True))
+    assert len(_evaluations(store)) == 2
