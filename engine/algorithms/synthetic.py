@@ -1,0 +1,594 @@
+"""The synthetic experiment of Group Robust Preference Optimization (Ramesh et al., NeurIPS 2024).
+
+A model-free, CPU-only run the studio can queue: a log-linear policy over 8 actions learns from group-labelled
+preference pairs with DPO, IPO, their importance-sampling variants (IS-) or their group-robust variants (GR-),
+and every step logs the group weights, per-group validation loss/accuracy and per-group reward error.
+
+Setup (followed from the paper's public code, github.com/rsshyam/Group-robust-preference-optimization-bandits):
+- ``envs/group_linear_bandit.py`` (``ret_feature_func``, ``feature_type='swapped'``): states x ~ U[0,1]^2,
+  s = a/8 + 1, phi(x,a,0) = [s cos(pi x1), sin(pi x1)/s, s cos(pi x2), sin(pi x2)/s]; group 1 exchanges the
+  cosine and sine positions: phi(x,a,1) = [sin(pi x1)/s, s cos(pi x1), sin(pi x2)/s, s cos(pi x2)].
+- ``experiments/run_group_linear_bandit_sep_theta_combined_uneven_grp_vectorised.py`` (``set_reward_params``):
+  theta*_0 = (1,3,1,3), theta*_1 = (3,1,3,1); true reward r_g = theta*_g . phi(x,a,g); a uniform reference policy;
+  policy pi_theta(a|x,g) ∝ exp(theta . phi(x,a,g)), one theta shared by both groups, theta_0 ~ U[0,5]^4
+  (``param_limit 5``); 300 training pairs, 1000 validation pairs (groups 50/50), 1000 test states; the reward of
+  a policy is that of its greedy (argmax) action (``eval_metric argmax``); reward error (opt_g - R_g)/opt_g.
+- ``utils/collect_data.py``: labels from the true reward with ``deterministic_ratio_list [1,1]``, i.e.
+  deterministic (the higher-reward action is preferred; ties go to the second action), not Bradley-Terry sampled.
+  ``collect_group_preference_data`` draws two distinct actions uniformly (even groups);
+  ``collect_uneven_group_preference_data_partial_deterministic_list`` compares adjacent actions in group 0
+  (a +- 1, reflected at the ends) and actions 4 apart in group 1 (uneven groups). Group sizes are
+  round(weight * n), shuffled.
+- ``algos/linear_bandit/group_robust_dpo_vectorised_gradfix.py`` (``batch_update_once``): full batch
+  (``rdpo_batch_size 300`` = the data), per-group mean losses, alpha_g <- alpha_g exp(eta L_g) normalised FIRST,
+  then theta <- theta - lr * sum_g alpha_g grad(L_g). DPO loss -log sigmoid(beta h), IPO loss (h - 1/(2 beta))^2
+  (``ipo_grad_type linear``) with h = theta . (phi_w - phi_l).
+- ``scripts/scripts to reproduce/*.sh`` + ``scripts/run_glp_mult_uneven.sh``: uneven settings beta 2, lr 5,
+  eta 0.01, 5000 steps; even-imbalanced beta 0.1, lr 1, eta 0.001, 80000 steps; 20 seeds.
+
+Deviations (also in REPRODUCTION.md):
+- Even-imbalanced is run time-rescaled (lr 10, eta 0.01, 8000 steps instead of lr 1, eta 0.001, 80000 steps):
+  both follow the same gradient flow (lr * steps and eta * steps kept) at a tenth of the cost; the loss is far
+  inside the stable step range there (its curvature scales with beta^2 = 0.01).
+- IPO hyper-parameters are not in the public scripts (they only list DPO runs); IPO uses lr 1 (the IPO curvature
+  2 D^T D / N does not shrink with beta, so the DPO lr of 5 would diverge) with the setting's beta/eta/steps.
+  The paper solves GR-IPO's policy step in closed form (weighted least squares); here every IPO variant takes
+  gradient steps like DPO so that all six methods share one loop.
+- IS-DPO/IPO minimise sum_g w_g L_g with w_g = (1/N_g) / sum_k(1/N_k) (a group-balanced average). The public code
+  additionally divides that gradient by the batch size instead of N_g, which only rescales its step size.
+- Minibatches (batch_size > 0; the paper is full batch) are drawn uniformly with replacement from a generator
+  seeded by (seed, step), so a resumed run draws the same batches without carrying RNG state.
+- Chi (the paper's trade-off): policy weights (1 - chi)/K + chi alpha, alpha step exp(eta chi L_g) (METHODS.md).
+
+torch is imported lazily so the app can import ``SyntheticSettings`` cheaply.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+Setting = Literal["even_imbalanced", "uneven_balanced", "uneven_imbalanced"]
+Method = Literal["dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo"]
+SETTINGS: tuple[str, ...] = get_args(Setting)
+METHODS: tuple[str, ...] = get_args(Method)
+
+NUM_ACTIONS = 8
+NUM_GROUPS = 2
+STATE_DIM = 2
+FEATURE_DIM = 2 * STATE_DIM
+THETA_STAR: tuple[tuple[float, ...], ...] = ((1.0, 3.0, 1.0, 3.0), (3.0, 1.0, 3.0, 1.0))
+INIT_LIMIT = 5.0  # theta_0 ~ U[0, INIT_LIMIT]^d, the paper's ``param_limit``
+GROUP_NAMES: tuple[str, ...] = tuple(f"group_{g}" for g in range(NUM_GROUPS))
+
+# Share of group 0 in the training data per setting (validation is always 50/50).
+TRAIN_GROUP0_SHARE: dict[str, float] = {"even_imbalanced": 0.2, "uneven_balanced": 0.5, "uneven_imbalanced": 0.2}
+UNEVEN_PAIRS: dict[str, bool] = {"even_imbalanced": False, "uneven_balanced": True, "uneven_imbalanced": True}
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    """One synthetic run. Plain JSON-able values; defaults are the paper's uneven-imbalanced GR-DPO run."""
+
+    setting: Setting = "uneven_imbalanced"
+    method: Method = "gr_dpo"
+    beta: float = 2.0  # DPO/IPO temperature (the paper's ``reg_coef``)
+    chi: float = 1.0  # 1 = worst group (pure GR), 0 = group-balanced average; only GR methods use it
+    eta: float = 0.01  # group-weight (mirror-descent) step size (``rdpo_exp_step_size``)
+    lr: float = 5.0  # policy gradient step size (``dpo_step_size``)
+    steps: int = 5000  # policy updates (``dpo_num_iters``)
+    batch_size: int = 0  # 0 = full batch, as in the paper
+    n_train: int = 300
+    n_val: int = 1000
+    n_test_states: int = 1000
+    seed: int = 0
+    eval_every: int = 1  # evaluate + call on_step every this many steps (and always at the last step)
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if self.setting not in SETTINGS:
+            problems.append(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.method not in METHODS:
+            problems.append(f"method must be one of {METHODS}, got {self.method!r}")
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            problems.append(f"beta must be a positive number, got {self.beta}")
+        if not 0.0 <= self.chi <= 1.0:
+            problems.append(f"chi must lie in [0, 1] (1 = worst group, 0 = balanced), got {self.chi}")
+        if not (self.eta >= 0 and math.isfinite(self.eta)):
+            problems.append(f"eta must be >= 0, got {self.eta}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if self.steps < 1:
+            problems.append(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 0:
+            problems.append(f"batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
+        # Each group needs at least one pair in every split, or its loss is undefined.
+        if self.n_train < 10:
+            problems.append(f"n_train must be >= 10 so both groups get pairs, got {self.n_train}")
+        if self.n_val < 2:
+            problems.append(f"n_val must be >= 2 so both groups get pairs, got {self.n_val}")
+        if self.n_test_states < 1:
+            problems.append(f"n_test_states must be >= 1, got {self.n_test_states}")
+        if self.eval_every < 1:
+            problems.append(f"eval_every must be >= 1, got {self.eval_every}")
+        if problems:
+            raise ValueError("Invalid SyntheticSettings: " + "; ".join(problems) + ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SyntheticSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"Unknown SyntheticSettings keys {unknown}; valid keys are {sorted(known)}.")
+        return cls(**d)
+
+
+def paper_settings(setting: str, method: str, seed: int = 0, **overrides: Any) -> SyntheticSettings:
+    """The hyper-parameters this reproduction uses per (setting, method): the paper's scripts, with the
+    deviations listed in the module docstring. ``overrides`` replace any field."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if setting == "even_imbalanced":
+        base: dict[str, Any] = dict(beta=0.1, eta=0.01, lr=10.0, steps=8000)
+    else:
+        base = dict(beta=2.0, eta=0.01, lr=5.0, steps=5000)
+    if method.endswith("ipo"):
+        base["lr"] = 1.0
+    base.update(overrides)
+    return SyntheticSettings(setting=setting, method=method, seed=seed, **base)  # type: ignore[arg-type]
+
+
+@dataclass
+class StepRecord:
+    step: int  # policy updates done so far (1-based after the first update)
+    metrics: dict[str, float]
+    groups: list[dict]  # per group: group, weight, alpha, loss (val), train_loss, reward_error, accuracy (val)
+    state: dict  # resume point: run_synthetic(settings, state=record.state) continues after this step
+
+
+@dataclass
+class SyntheticResult:
+    settings: SyntheticSettings
+    steps_done: int
+    cancelled: bool
+    final: StepRecord | None  # the last evaluated record (None only if cancelled before any step)
+    history: list[StepRecord] = field(default_factory=list)  # every evaluated record of this call
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------- features
+
+
+def feature_map(x: "Tensor", action: "Tensor", group: "Tensor") -> "Tensor":
+    """phi(x, a, g) for broadcastable x (..., 2), action (...) and group (...) -> (..., 4).
+
+    Group 0: [s cos(pi x1), sin(pi x1)/s, s cos(pi x2), sin(pi x2)/s], s = a/8 + 1; group 1 swaps each
+    (cos, sin) pair's positions (the paper's ``feature_type='swapped'``)."""
+    import torch
+
+    s = action.to(x.dtype) / NUM_ACTIONS + 1.0  # (...)
+    s = s.unsqueeze(-1)  # (..., 1)
+    big = s * torch.cos(math.pi * x)  # (..., 2)  the terms that grow with the action
+    small = torch.sin(math.pi * x) / s  # (..., 2)  the terms that shrink with the action
+    g1 = (group != 0).unsqueeze(-1)  # (..., 1)
+    first = torch.where(g1, small, big)  # (..., 2)
+    second = torch.where(g1, big, small)  # (..., 2)
+    return torch.stack((first, second), dim=-1).flatten(-2)  # (..., 4): [f1, s1, f2, s2]
+
+
+def true_reward(x: "Tensor", action: "Tensor", group: "Tensor") -> "Tensor":
+    """r*_g(x, a) = theta*_g . phi(x, a, g) -> (...)."""
+    import torch
+
+    theta_star = torch.tensor(THETA_STAR, dtype=x.dtype)  # (K, d)
+    phi = feature_map(x, action, group)  # (..., d)
+    return (phi * theta_star[group.long()]).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class PreferenceSplit:
+    states: "Tensor"  # (N, 2)
+    chosen: "Tensor"  # (N,) long, preferred action
+    rejected: "Tensor"  # (N,) long
+    group: "Tensor"  # (N,) long
+    diff: "Tensor"  # (N, d) phi(x, chosen, g) - phi(x, rejected, g)
+
+
+@dataclass
+class SyntheticData:
+    train: PreferenceSplit
+    val: PreferenceSplit
+    test_states: "Tensor"  # (T, 2)
+    test_features: "Tensor"  # (K, T, A, d)
+    test_rewards: "Tensor"  # (K, T, A) true rewards
+    opt_reward: "Tensor"  # (K,) mean over test states of max_a r*_g
+
+
+def _group_ids(n: int, share0: float, gen: Any) -> "Tensor":
+    """round(share * n) pairs per group, shuffled (as the paper's code; the last group takes the rest so the
+    total is always n)."""
+    import torch
+
+    n0 = int(round(share0 * n))
+    ids = torch.cat((torch.zeros(n0, dtype=torch.long), torch.ones(n - n0, dtype=torch.long)))
+    return ids[torch.randperm(n, generator=gen)]
+
+
+def _action_pairs(group: "Tensor", uneven: bool, gen: Any) -> tuple["Tensor", "Tensor"]:
+    import torch
+
+    n = group.shape[0]
+    a1 = torch.randint(NUM_ACTIONS, (n,), generator=gen)
+    if not uneven:
+        # uniform over ordered pairs of distinct actions
+        a2 = (a1 + torch.randint(1, NUM_ACTIONS, (n,), generator=gen)) % NUM_ACTIONS
+        return a1, a2
+    sign = torch.randint(2, (n,), generator=gen) * 2 - 1  # (N,) +-1
+    adj = a1 + sign
+    adj = torch.where(adj >= NUM_ACTIONS, a1 - 1, adj)  # reflect at the ends, as the paper's code
+    adj = torch.where(adj < 0, a1 + 1, adj)
+    far = (a1 + NUM_ACTIONS // 2) % NUM_ACTIONS
+    return a1, torch.where(group == 0, adj, far)
+
+
+def _preference_split(n: int, share0: float, uneven: bool, gen: Any) -> PreferenceSplit:
+    import torch
+
+    group = _group_ids(n, share0, gen)
+    states = torch.rand((n, STATE_DIM), generator=gen, dtype=torch.float64)
+    a1, a2 = _action_pairs(group, uneven, gen)
+    r1, r2 = true_reward(states, a1, group), true_reward(states, a2, group)
+    # deterministic labels from the true reward; ties prefer the second action (the paper's code)
+    second_wins = r2 >= r1
+    chosen = torch.where(second_wins, a2, a1)
+    rejected = torch.where(second_wins, a1, a2)
+    diff = feature_map(states, chosen, group) - feature_map(states, rejected, group)
+    return PreferenceSplit(states=states, chosen=chosen, rejected=rejected, group=group, diff=diff)
+
+
+def make_data(s: SyntheticSettings) -> SyntheticData:
+    """All data of a run, a pure function of (setting, sizes, seed)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(int(s.seed))
+    uneven = UNEVEN_PAIRS[s.setting]
+    train = _preference_split(s.n_train, TRAIN_GROUP0_SHARE[s.setting], uneven, gen)
+    val = _preference_split(s.n_val, 0.5, uneven, gen)
+    test_states = torch.rand((s.n_test_states, STATE_DIM), generator=gen, dtype=torch.float64)
+    actions = torch.arange(NUM_ACTIONS).view(1, 1, NUM_ACTIONS)  # (1, 1, A)
+    groups = torch.arange(NUM_GROUPS).view(NUM_GROUPS, 1, 1)  # (K, 1, 1)
+    x = test_states.view(1, -1, 1, STATE_DIM)  # (1, T, 1, 2)
+    shape = (NUM_GROUPS, s.n_test_states, NUM_ACTIONS)
+    a_full, g_full = actions.expand(shape), groups.expand(shape)
+    test_features = feature_map(x.expand(*shape, STATE_DIM), a_full, g_full)  # (K, T, A, d)
+    theta_star = torch.tensor(THETA_STAR, dtype=torch.float64).view(NUM_GROUPS, 1, 1, FEATURE_DIM)
+    test_rewards = (test_features * theta_star).sum(-1)  # (K, T, A)
+    opt_reward = test_rewards.max(-1).values.mean(-1)  # (K,)
+    return SyntheticData(train, val, test_states, test_features, test_rewards, opt_reward)
+
+
+# ----------------------------------------------------------------------------------------------- losses
+
+
+def pair_losses(method: str, theta: "Tensor", diff: "Tensor", beta: float) -> "Tensor":
+    """Per-pair DPO or IPO loss, unreduced: theta (S, d), diff (S, N, d) -> (S, N) (or (d,), (N, d) -> (N,)).
+
+    For pi_theta(a|x,g) ∝ exp(theta . phi) the log-partition cancels in log pi(y_w) - log pi(y_l), and the
+    uniform reference cancels too, so the chosen/rejected "log-probs" can be theta.phi_w and theta.phi_l against
+    zero references: the margin is h = theta . (phi_w - phi_l)."""
+    import torch
+
+    from engine.algorithms.preference import dpo_loss, ipo_loss
+
+    h = (diff @ theta.unsqueeze(-1)).squeeze(-1)  # (S, N)
+    zero = torch.zeros_like(h)
+    fn = ipo_loss if method.endswith("ipo") else dpo_loss
+    return fn(h.flatten(), zero.flatten(), zero.flatten(), zero.flatten(), beta).view(h.shape)
+
+
+def greedy_reward(theta: "Tensor", test_features: "Tensor", test_rewards: "Tensor") -> "Tensor":
+    """Mean true reward per group of the greedy action argmax_a theta . phi(x, a, g) over the test states.
+    theta (S, d), test_features (S, K, T, A, d), test_rewards (S, K, T, A) -> (S, K)."""
+    logits = (test_features @ theta.view(-1, 1, 1, FEATURE_DIM, 1)).squeeze(-1)  # (S, K, T, A)
+    best = logits.argmax(-1, keepdim=True)  # (S, K, T, 1)
+    return test_rewards.gather(-1, best).squeeze(-1).mean(-1)  # (S, K)
+
+
+# ------------------------------------------------------------------------------- group maths over a seed axis
+# The bench trains 20 seeds at once (the per-op overhead, not arithmetic, dominates these tiny tensors). The
+# shared group_robust functions take one run's (K,) vectors, so several runs are laid side by side as one run
+# with S*K groups; these three helpers do that bookkeeping and nothing else.
+
+
+def _group_means(per_pair: "Tensor", group: "Tensor") -> tuple["Tensor", "Tensor"]:
+    """Per-run, per-group mean of per_pair (S, N) with group ids (S, N) -> (S, K) means, (S, K) counts."""
+    import torch
+
+    from engine.algorithms.group_robust import group_losses
+
+    n_runs = per_pair.shape[0]
+    offset = torch.arange(n_runs).unsqueeze(-1) * NUM_GROUPS  # (S, 1): run r owns groups r*K .. r*K+K-1
+    means, counts = group_losses(per_pair.flatten(), (group + offset).flatten(), n_runs * NUM_GROUPS)
+    return means.view(n_runs, NUM_GROUPS), counts.view(n_runs, NUM_GROUPS)
+
+
+def _alpha_step(alpha: "Tensor", group_loss: "Tensor", eta: float, chi: float, present: "Tensor") -> "Tensor":
+    """Mirror-descent step per run: alpha (S, K) -> (S, K), each row on the simplex.
+
+    update_group_weights normalises over all S*K entries at once; a per-row renormalisation then gives each
+    run exactly alpha_g exp(eta chi L_g) / sum_k(...), because the shared normaliser cancels within a row."""
+    from engine.algorithms.group_robust import update_group_weights
+
+    flat = update_group_weights(alpha.flatten(), group_loss.flatten(), eta, chi=chi, present=present.flatten())
+    rows = flat.view(alpha.shape)
+    return rows / rows.sum(-1, keepdim=True)
+
+
+def _mixed(alpha: "Tensor", chi: float) -> "Tensor":
+    """(1 - chi)/K + chi alpha per run: alpha (S, K) -> (S, K). mixed_weights reads K from dim 0, hence .T."""
+    from engine.algorithms.group_robust import mixed_weights
+
+    return mixed_weights(alpha.T, chi).T
+
+
+# ----------------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Batch:
+    """The data of S runs that differ only in their seed, stacked on a leading run axis."""
+
+    seeds: list[int]
+    train_diff: "Tensor"  # (S, N, d)
+    train_group: "Tensor"  # (S, N)
+    val_diff: "Tensor"  # (S, M, d)
+    val_group: "Tensor"  # (S, M)
+    test_features: "Tensor"  # (S, K, T, A, d)
+    test_rewards: "Tensor"  # (S, K, T, A)
+    opt_reward: "Tensor"  # (S, K)
+    train_counts: "Tensor"  # (S, K)
+
+
+def _stack_data(s: SyntheticSettings, seeds: list[int]) -> _Batch:
+    import torch
+
+    runs = [make_data(replace(s, seed=seed)) for seed in seeds]
+    return _Batch(
+        seeds=list(seeds),
+        train_diff=torch.stack([d.train.diff for d in runs]),
+        train_group=torch.stack([d.train.group for d in runs]),
+        val_diff=torch.stack([d.val.diff for d in runs]),
+        val_group=torch.stack([d.val.group for d in runs]),
+        test_features=torch.stack([d.test_features for d in runs]),
+        test_rewards=torch.stack([d.test_rewards for d in runs]),
+        opt_reward=torch.stack([d.opt_reward for d in runs]),
+        train_counts=torch.stack([torch.bincount(d.train.group, minlength=NUM_GROUPS) for d in runs]).double(),
+    )
+
+
+def _initial_state(s: SyntheticSettings) -> dict:
+    import torch
+
+    # its own stream, so that changing the data sizes does not change the initial policy
+    gen = torch.Generator().manual_seed(int(s.seed) * 7919 + 17)
+    theta = torch.rand(FEATURE_DIM, generator=gen, dtype=torch.float64) * INIT_LIMIT
+    return {"step": 0, "theta": theta.tolist(), "alpha": [1.0 / NUM_GROUPS] * NUM_GROUPS, "settings": s.to_dict()}
+
+
+def _check_state(s: SyntheticSettings, state: dict) -> None:
+    missing = {"step", "theta", "alpha", "settings"} - set(state)
+    if missing:
+        raise ValueError(f"Resume state lacks keys {sorted(missing)}; pass a StepRecord.state from run_synthetic.")
+    saved, now = dict(state["settings"]), s.to_dict()
+    # steps and eval_every may change on resume (run longer, log less often); every other field fixes the maths.
+    for key in ("steps", "eval_every"):
+        saved.pop(key, None)
+        now.pop(key, None)
+    if saved != now:
+        diffs = sorted(k for k in now if saved.get(k) != now[k])
+        raise ValueError(f"Resume state was made with other settings (differs in {diffs}); resume with the same ones.")
+    if len(state["theta"]) != FEATURE_DIM or len(state["alpha"]) != NUM_GROUPS:
+        raise ValueError(f"Resume state has theta of length {len(state['theta'])} (need {FEATURE_DIM}) and alpha of "
+                         f"length {len(state['alpha'])} (need {NUM_GROUPS}).")
+    if int(state["step"]) > s.steps:
+        raise ValueError(f"Resume state is at step {state['step']}, past steps={s.steps}; raise steps to go on.")
+
+
+def _batch_indices(s: SyntheticSettings, seeds: list[int], step: int, n: int) -> "Tensor | None":
+    """Minibatch indices (S, B) for ``step`` (None = full batch), from generators seeded by (seed, step) so that
+    a resumed run draws exactly the batches an uninterrupted one would."""
+    import torch
+
+    if s.batch_size == 0 or s.batch_size >= n:
+        return None
+    rows = []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + step) % (2**63))
+        rows.append(torch.randint(n, (s.batch_size,), generator=gen))
+    return torch.stack(rows)
+
+
+def _train_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "Tensor", fixed_w: "Tensor | None",
+                step: int) -> tuple["Tensor", "Tensor", "Tensor", "Tensor", "Tensor"]:
+    """One policy update of S runs: theta (S, d), alpha (S, K) ->
+    (new theta (S, d), new alpha (S, K), weights used (S, K), train group losses (S, K), objective (S,))."""
+    import torch
+
+    from engine.algorithms.group_robust import robust_loss
+
+    idx = _batch_indices(s, b.seeds, step, b.train_diff.shape[1])
+    if idx is None:
+        diff, group = b.train_diff, b.train_group  # (S, N, d), (S, N)
+    else:
+        diff = torch.gather(b.train_diff, 1, idx.unsqueeze(-1).expand(-1, -1, FEATURE_DIM))  # (S, B, d)
+        group = torch.gather(b.train_group, 1, idx)  # (S, B)
+    th = theta.detach().clone().requires_grad_(True)
+    per_pair = pair_losses(s.method, th, diff, s.beta)  # (S, B)
+    g_loss, counts = _group_means(per_pair, group)  # (S, K), (S, K)
+    if s.method.startswith("gr_"):
+        # the paper's Algorithm 1: move the adversary first, then step the policy against the NEW weights
+        alpha = _alpha_step(alpha, g_loss.detach(), s.eta, s.chi, counts > 0)
+        weights = _mixed(alpha, s.chi)
+    elif s.method.startswith("is_"):
+        weights = fixed_w.expand_as(g_loss)  # type: ignore[union-attr]
+    else:
+        # plain DPO/IPO: the mean over pairs, i.e. groups weighted by their share of the batch
+        weights = counts / counts.sum(-1, keepdim=True)
+    objectives = (weights.detach() * g_loss).sum(-1)  # (S,) per-run sum_g w_g L_g, for logging
+    # robust_loss over all runs is the sum of the per-run objectives; run r's theta only sees its own term
+    (grad,) = torch.autograd.grad(robust_loss(g_loss, weights), th)
+    new_theta = theta - s.lr * grad  # (S, d)
+    if not torch.isfinite(new_theta).all():
+        raise FloatingPointError(
+            f"theta became non-finite at step {step} ({s.method}, lr={s.lr}); lower lr (IPO needs lr <~ 2)."
+        )
+    return new_theta, alpha, weights.detach(), g_loss.detach(), objectives.detach()
+
+
+def _evaluate(s: SyntheticSettings, b: _Batch, theta: "Tensor") -> dict[str, "Tensor"]:
+    """Per-run, per-group (S, K) validation loss and accuracy, greedy reward and reward error."""
+    import torch
+
+    with torch.no_grad():
+        val_loss, _ = _group_means(pair_losses(s.method, theta, b.val_diff, s.beta), b.val_group)  # (S, K)
+        margin = (b.val_diff @ theta.unsqueeze(-1)).squeeze(-1)  # (S, M)
+        val_acc, _ = _group_means((margin > 0).to(theta.dtype), b.val_group)  # (S, K) share ranked right
+        reward = greedy_reward(theta, b.test_features, b.test_rewards)  # (S, K)
+        reward_error = (b.opt_reward - reward) / b.opt_reward  # (S, K)
+    return {"val_loss": val_loss, "val_acc": val_acc, "reward": reward, "reward_error": reward_error}
+
+
+def evaluate(s: SyntheticSettings, theta: list[float] | "Tensor") -> dict[str, list[float]]:
+    """Per-group validation loss/accuracy, greedy reward and reward error of a policy theta on run ``s``'s data."""
+    import torch
+
+    th = torch.as_tensor(theta, dtype=torch.float64).view(1, FEATURE_DIM)
+    return {k: v[0].tolist() for k, v in _evaluate(s, _stack_data(s, [s.seed]), th).items()}
+
+
+def _record(r: int, step: int, ev: dict[str, "Tensor"], weights: "Tensor", alpha: "Tensor", train_loss: "Tensor",
+            objective: "Tensor", state: dict) -> StepRecord:
+    vl, acc, err = ev["val_loss"][r].tolist(), ev["val_acc"][r].tolist(), ev["reward_error"][r].tolist()
+    tl, w, a = train_loss[r].tolist(), weights[r].tolist(), alpha[r].tolist()
+    groups = [
+        {"group": GROUP_NAMES[g], "weight": w[g], "alpha": a[g], "loss": vl[g], "train_loss": tl[g],
+         "reward_error": err[g], "accuracy": acc[g]}
+        for g in range(NUM_GROUPS)
+    ]
+    metrics = {
+        "train/loss": float(objective[r]),
+        "train/worst_group_loss": max(tl),
+        "val/worst_group_loss": max(vl),
+        "val/avg_loss": sum(vl) / len(vl),  # group-balanced mean
+        "val/worst_group_accuracy": min(acc),
+        "reward_error/worst": max(err),
+        "reward_error/mean": sum(err) / len(err),
+    }
+    return StepRecord(step=step, metrics=metrics, groups=groups, state=state)
+
+
+def _run(
+    s: SyntheticSettings,
+    seeds: list[int],
+    states: list[dict],
+    on_step: Callable[[int, StepRecord], None] | None,
+    should_stop: Callable[[], bool],
+) -> list[SyntheticResult]:
+    import torch
+
+    from engine.algorithms.group_robust import importance_weights
+
+    t0 = time.perf_counter()
+    if len({int(st["step"]) for st in states}) != 1:
+        raise ValueError("All runs trained together must resume from the same step.")
+    b = _stack_data(s, seeds)
+    theta = torch.tensor([st["theta"] for st in states], dtype=torch.float64)  # (S, d)
+    alpha = torch.tensor([st["alpha"] for st in states], dtype=torch.float64)  # (S, K)
+    # group sizes are round(share * n) for every seed, so one (K,) set of importance weights serves all runs
+    fixed_w = importance_weights(b.train_counts[0]) if s.method.startswith("is_") else None
+    per_run = [replace(s, seed=seed) for seed in seeds]
+    run_dicts = [sr.to_dict() for sr in per_run]  # asdict deep-copies: do it once, not per record
+    history: list[list[StepRecord]] = [[] for _ in seeds]
+    cancelled = False
+    step = int(states[0]["step"])
+    while step < s.steps:
+        if should_stop():
+            cancelled = True
+            break
+        theta, alpha, weights, train_loss, objective = _train_step(s, b, theta, alpha, fixed_w, step)
+        step += 1
+        if step % s.eval_every == 0 or step == s.steps:
+            ev = _evaluate(s, b, theta)
+            for r in range(len(per_run)):
+                st = {"step": step, "theta": theta[r].tolist(), "alpha": alpha[r].tolist(), "settings": dict(run_dicts[r])}
+                rec = _record(r, step, ev, weights, alpha, train_loss, objective, st)
+                history[r].append(rec)
+                if on_step is not None:
+                    on_step(r, rec)
+    seconds = time.perf_counter() - t0
+    return [
+        SyntheticResult(settings=sr, steps_done=step, cancelled=cancelled, final=h[-1] if h else None, history=h,
+                        seconds=seconds)
+        for sr, h in zip(per_run, history)
+    ]
+
+
+class _OneThread:
+    """Tiny tensors run fastest on one thread; more only fight the other workers for the cores."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self._n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self._n)
+
+
+def run_synthetic(
+    s: SyntheticSettings,
+    on_step: Callable[[StepRecord], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    state: dict | None = None,
+) -> SyntheticResult:
+    """Train one method on one setting. ``on_step`` gets a StepRecord every ``eval_every`` steps and at the last
+    step; ``should_stop`` is polled between steps (cancel); ``state`` (a StepRecord.state) resumes exactly."""
+    if state is None:
+        state = _initial_state(s)
+    else:
+        _check_state(s, state)
+    callback = None if on_step is None else (lambda _r, rec: on_step(rec))
+    with _OneThread():
+        return _run(s, [s.seed], [state], callback, should_stop)[0]
+
+
+def run_synthetic_seeds(s: SyntheticSettings, seeds: list[int]) -> list[SyntheticResult]:
+    """The same run for several seeds, trained side by side (same maths as run_synthetic per seed, far faster
+    than one by one). ``s.seed`` is ignored; records are kept every ``s.eval_every`` steps."""
+    if not seeds:
+        raise ValueError("run_synthetic_seeds needs at least one seed.")
+    states = [_initial_state(replace(s, seed=seed)) for seed in seeds]
+    with _OneThread():
+        return _run(s, list(seeds), states, None, lambda: False)
+
+
+__all__ = [
+    "METHODS", "SETTINGS", "SyntheticSettings", "StepRecord", "SyntheticResult", "SyntheticData", "feature_map",
+    "true_reward", "make_data", "pair_losses", "greedy_reward", "evaluate", "run_synthetic", "run_synthetic_seeds",
+    "paper_settings",
+]

@@ -1,0 +1,246 @@
+"""The paper's synthetic experiment (engine/algorithms/synthetic.py): features, data, maths, determinism,
+resume, cancel, and the headline claim on a few fixed seeds."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from engine.algorithms.synthetic import (
+    METHODS,
+    NUM_ACTIONS,
+    StepRecord,
+    SyntheticSettings,
+    evaluate,
+    feature_map,
+    make_data,
+    paper_settings,
+    run_synthetic,
+    run_synthetic_seeds,
+    true_reward,
+)
+
+SMALL = dict(n_train=60, n_val=40, n_test_states=50, steps=12)
+
+
+def _small(method: str, setting: str = "uneven_imbalanced", **kw) -> SyntheticSettings:
+    return paper_settings(setting, method, seed=kw.pop("seed", 3), **{**SMALL, **kw})
+
+
+# ------------------------------------------------------------------------------------------ features and data
+
+
+def test_feature_map_matches_hand_computed_values():
+    x = torch.tensor([[0.25, 0.5]], dtype=torch.float64)
+    c, sn = math.cos(math.pi / 4), math.sin(math.pi / 4)  # x1 = 0.25; x2 = 0.5 gives cos 0, sin 1
+    s = 3 / 8 + 1
+    g0 = feature_map(x, torch.tensor([3]), torch.tensor([0]))
+    g1 = feature_map(x, torch.tensor([3]), torch.tensor([1]))
+    assert g0.shape == (1, 4)
+    assert g0[0].tolist() == pytest.approx([s * c, sn / s, 0.0, 1 / s], abs=1e-12)
+    assert g1[0].tolist() == pytest.approx([sn / s, s * c, 1 / s, 0.0], abs=1e-12)
+    # theta*_0 = (1,3,1,3), theta*_1 = (3,1,3,1)
+    r0 = true_reward(x, torch.tensor([3]), torch.tensor([0]))
+    r1 = true_reward(x, torch.tensor([3]), torch.tensor([1]))
+    assert r0.item() == pytest.approx(s * c + 3 * sn / s + 0.0 + 3 / s, abs=1e-12)
+    assert r1.item() == pytest.approx(3 * sn / s + s * c + 3 / s + 0.0, abs=1e-12)
+
+
+def test_feature_map_broadcasts_over_actions_and_groups():
+    x = torch.rand(5, 1, 1, 2, dtype=torch.float64).expand(5, 2, NUM_ACTIONS, 2)
+    a = torch.arange(NUM_ACTIONS).view(1, 1, -1).expand(5, 2, -1)
+    g = torch.arange(2).view(1, -1, 1).expand(5, -1, NUM_ACTIONS)
+    phi = feature_map(x, a, g)
+    assert phi.shape == (5, 2, NUM_ACTIONS, 4)
+    # a single point against the batched result
+    assert phi[2, 1, 5].tolist() == pytest.approx(feature_map(x[2, 1, 5], a[2, 1, 5], g[2, 1, 5]).tolist())
+
+
+@pytest.mark.parametrize("setting,n0", [("even_imbalanced", 60), ("uneven_balanced", 150), ("uneven_imbalanced", 60)])
+def test_data_group_sizes_pairs_and_labels(setting: str, n0: int):
+    s = paper_settings(setting, "dpo", seed=5)
+    d = make_data(s)
+    tr, va = d.train, d.val
+    assert tr.diff.shape == (300, 4) and va.diff.shape == (1000, 4)
+    assert d.test_features.shape == (2, 1000, NUM_ACTIONS, 4) and d.test_rewards.shape == (2, 1000, NUM_ACTIONS)
+    assert int((tr.group == 0).sum()) == n0 and int((va.group == 0).sum()) == 500  # validation is 50/50
+    for split in (tr, va):
+        gap = (split.chosen - split.rejected).abs()
+        if setting == "even_imbalanced":
+            assert bool((gap > 0).all())  # two distinct actions, any distance
+            assert len(set(gap.tolist())) > 3
+        else:
+            assert bool((gap[split.group == 0] == 1).all())  # group 0: adjacent actions
+            assert bool((gap[split.group == 1] == 4).all())  # group 1: actions 4 apart
+        # deterministic labels from the true reward
+        r_w = true_reward(split.states, split.chosen, split.group)
+        r_l = true_reward(split.states, split.rejected, split.group)
+        assert bool((r_w >= r_l).all())
+        phi_w = feature_map(split.states, split.chosen, split.group)
+        assert torch.allclose(split.diff, phi_w - feature_map(split.states, split.rejected, split.group))
+    # opt reward = mean over test states of the best action's true reward
+    assert d.opt_reward.tolist() == pytest.approx(d.test_rewards.max(-1).values.mean(-1).tolist())
+
+
+# ------------------------------------------------------------------------------------------ the update maths
+
+
+def test_first_gr_dpo_step_matches_hand_computed_update():
+    s = _small("gr_dpo", steps=1)
+    d = make_data(s)
+    rec = run_synthetic(s).final
+
+    # independent plain-torch version of Algorithm 1 for a log-linear policy
+    from engine.algorithms.synthetic import _initial_state
+
+    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    h = d.train.diff @ th  # (N,)
+    loss = -torch.nn.functional.logsigmoid(s.beta * h)  # (N,)
+    # d/dtheta of -log sigmoid(beta h) = -beta sigmoid(-beta h) (phi_w - phi_l)
+    grad_pair = -s.beta * torch.sigmoid(-s.beta * h).unsqueeze(-1) * d.train.diff  # (N, d)
+    L = torch.stack([loss[d.train.group == g].mean() for g in range(2)])
+    G = torch.stack([grad_pair[d.train.group == g].mean(0) for g in range(2)])
+    alpha = 0.5 * torch.exp(s.eta * L)
+    alpha = alpha / alpha.sum()
+    theta1 = th - s.lr * (alpha.unsqueeze(-1) * G).sum(0)
+    assert rec.state["alpha"] == pytest.approx(alpha.tolist(), rel=1e-10)
+    assert rec.state["theta"] == pytest.approx(theta1.tolist(), rel=1e-10)
+    assert [g["train_loss"] for g in rec.groups] == pytest.approx(L.tolist(), rel=1e-10)
+
+
+def test_first_ipo_step_is_plain_mean_gradient():
+    s = _small("ipo", steps=1)
+    d = make_data(s)
+    from engine.algorithms.synthetic import _initial_state
+
+    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    resid = d.train.diff @ th - 1 / (2 * s.beta)  # (N,)
+    theta1 = th - s.lr * (2 * resid.unsqueeze(-1) * d.train.diff).mean(0)
+    rec = run_synthetic(s).final
+    assert rec.state["theta"] == pytest.approx(theta1.tolist(), rel=1e-10)
+    n0 = int((d.train.group == 0).sum())
+    assert [g["weight"] for g in rec.groups] == pytest.approx([n0 / 60, 1 - n0 / 60])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_weights_on_simplex_every_step(method: str):
+    recs: list[StepRecord] = []
+    run_synthetic(_small(method, steps=15), on_step=recs.append)
+    assert [r.step for r in recs] == list(range(1, 16))
+    for r in recs:
+        w = [g["weight"] for g in r.groups]
+        a = [g["alpha"] for g in r.groups]
+        assert all(x >= 0 for x in w + a)
+        assert sum(w) == pytest.approx(1.0, abs=1e-12) and sum(a) == pytest.approx(1.0, abs=1e-12)
+        assert set(r.metrics) >= {"train/loss", "val/worst_group_loss", "val/avg_loss", "reward_error/worst"}
+        assert r.metrics["val/worst_group_loss"] == max(g["loss"] for g in r.groups)
+        assert r.metrics["reward_error/worst"] == max(g["reward_error"] for g in r.groups)
+        assert all(0.0 <= g["accuracy"] <= 1.0 for g in r.groups)
+    if method.startswith("is_"):  # fixed weights proportional to 1/N_g: 20/80 data -> 0.8/0.2
+        assert [g["weight"] for g in recs[-1].groups] == pytest.approx([0.8, 0.2])
+    if method.startswith("gr_"):  # the first step moved alpha towards the group with the higher training loss
+        worst = max(range(2), key=lambda g: recs[0].groups[g]["train_loss"])
+        assert recs[0].groups[worst]["alpha"] > 0.5
+
+
+def test_chi_zero_gives_group_balanced_weights():
+    recs: list[StepRecord] = []
+    run_synthetic(_small("gr_dpo", chi=0.0, steps=5), on_step=recs.append)
+    for r in recs:
+        assert [g["weight"] for g in r.groups] == pytest.approx([0.5, 0.5])
+        assert [g["alpha"] for g in r.groups] == pytest.approx([0.5, 0.5])  # exp(eta * 0 * L) leaves alpha
+
+
+def test_minibatches_run_and_stay_on_simplex():
+    recs: list[StepRecord] = []
+    run_synthetic(_small("gr_dpo", batch_size=8, steps=10), on_step=recs.append)
+    assert len(recs) == 10
+    assert all(sum(g["alpha"] for g in r.groups) == pytest.approx(1.0) for r in recs)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+@pytest.mark.parametrize("method", ["gr_dpo", "is_ipo"])
+def test_deterministic_under_a_seed(method: str):
+    a, b = run_synthetic(_small(method)), run_synthetic(_small(method))
+    assert [r.metrics for r in a.history] == [r.metrics for r in b.history]
+    assert [r.state for r in a.history] == [r.state for r in b.history]
+    c = run_synthetic(_small(method, seed=4))
+    assert c.final.state["theta"] != a.final.state["theta"]
+
+
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_resume_equals_uninterrupted(batch_size: int):
+    s = _small("gr_dpo", steps=20, batch_size=batch_size)
+    full = run_synthetic(s).history
+    first = run_synthetic(replace(s, steps=9)).history
+    assert [r.metrics for r in first] == [r.metrics for r in full[:9]]
+    rest = run_synthetic(s, state=first[-1].state).history
+    assert [r.step for r in rest] == list(range(10, 21))
+    assert [r.metrics for r in rest] == [r.metrics for r in full[9:]]
+    assert [r.groups for r in rest] == [r.groups for r in full[9:]]
+    assert rest[-1].state == full[-1].state
+
+
+def test_resume_refuses_other_settings():
+    s = _small("gr_dpo", steps=3)
+    st = run_synthetic(s).final.state
+    with pytest.raises(ValueError, match="eta"):
+        run_synthetic(replace(s, eta=0.5, steps=6), state=st)
+
+
+def test_should_stop_cancels_between_steps():
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    res = run_synthetic(_small("dpo", steps=50), should_stop=stop)
+    assert res.cancelled and res.steps_done == 4 and res.final.step == 4
+
+
+def test_batched_seeds_equal_single_runs():
+    s = _small("gr_ipo", steps=10)
+    batched = run_synthetic_seeds(s, [3, 8])
+    for seed, res in zip([3, 8], batched):
+        single = run_synthetic(replace(s, seed=seed)).final
+        assert res.settings.seed == seed
+        assert res.final.state["theta"] == pytest.approx(single.state["theta"], rel=1e-12)
+        assert res.final.state["alpha"] == pytest.approx(single.state["alpha"], rel=1e-12)
+        assert res.final.metrics == pytest.approx(single.metrics, rel=1e-12)
+
+
+def test_evaluate_matches_the_run_record():
+    s = _small("dpo")
+    rec = run_synthetic(s).final
+    ev = evaluate(s, rec.state["theta"])
+    assert ev["val_loss"] == pytest.approx([g["loss"] for g in rec.groups])
+    assert ev["reward_error"] == pytest.approx([g["reward_error"] for g in rec.groups])
+
+
+def test_settings_validation_and_json_roundtrip():
+    s = paper_settings("even_imbalanced", "is_dpo", seed=7)
+    assert SyntheticSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="chi must lie in"):
+        SyntheticSettings(chi=1.5)
+    with pytest.raises(ValueError, match="method must be one of"):
+        SyntheticSettings(method="ppo")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Unknown SyntheticSettings keys"):
+        SyntheticSettings.from_dict({"lr": 1.0, "learning_rate": 2.0})
+
+
+def test_gr_dpo_beats_dpo_on_worst_group_uneven_imbalanced():
+    """The paper's claim on fixed seeds: GR-DPO's worst-group validation loss is below DPO's (and so is its
+    worst-group reward error) in the uneven-groups, imbalanced-data setting."""
+    seeds = [0, 1, 2, 3]
+    out = {}
+    for method in ("dpo", "gr_dpo"):
+        s = paper_settings("uneven_imbalanced", method, steps=1000, eval_every=1000)
+        out[method] = [r.final.metrics for r in run_synthetic_seeds(s, seeds)]
+    for dpo, gr in zip(out["dpo"], out["gr_dpo"]):
+        assert gr["val/worst_group_loss"] < dpo["val/worst_group_loss"]
+        assert gr["reward_error/worst"] < dpo["reward_error/worst"]
