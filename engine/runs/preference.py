@@ -1,0 +1,442 @@
+"""Offline preference runs on group-labelled pairs: DPO, IPO, their importance-sampling baselines (is_*) and
+the group-robust variants of Ramesh et al. (gr_*), one step loop for all six.
+
+Per step: draw a batch of pairs (a pure function of (seed, step): random, or balanced over groups), compute
+the policy's summed answer log-probs (chosen and rejected rows of a pair share a micro-batch), take the
+reference log-probs from the cache, form per-pair losses, then reduce them by the variant's rule:
+  dpo / ipo      mean over pairs
+  is_dpo / is_ipo  weighted mean with fixed weights 1/N_g (N_g: the group's training-set count)
+  gr_dpo / gr_ipo  group means -> alpha <- update_group_weights(alpha, L, eta, chi, scale=N/N_g * n_g,
+                   present=n_g > 0) -> sum_g mixed_weights(alpha, chi)_g * L_g (the paper's Algorithm 1 and code)
+Every variant is computed as sum_i c_i * loss_i with per-pair coefficients c_i, so gradients accumulate over
+micro-batches exactly; the group-robust coefficients depend on this batch's loss values, so when the batch
+does not fit one micro-batch a no-grad pass computes them first.
+
+Reference log-probs: the reference model never changes, so each pair's reference log-probs are computed once,
+the first time the pair is drawn, and kept in the run folder (safetensors) with the checkpoints: a resumed run
+does not recompute them, and a short run does not pay for pairs it never draws.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.runs.context import RunContext
+from engine.runs.train_common import (
+    BatchSchedule,
+    HeldoutSet,
+    PhaseTimer,
+    balanced_subset,
+    clip_and_step,
+    eval_due,
+    forward_logprobs,
+    heldout_reward_eval,
+    load_training_policy,
+    make_optimizer,
+    micro_batches,
+    padded_rows,
+    peak_memory_mb,
+    record_heldout,
+    reset_peak_memory,
+    restore_train_state,
+    save_train_state,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+REF_CACHE = "reference_logps.safetensors"
+# Held-out generations for the bias-reward evaluation; BBQ answers are short.
+EVAL_MAX_NEW_TOKENS = 48
+EVAL_REWARD = [{"name": "bias_rm"}]
+
+
+@dataclass
+class TokenizedPairs:
+    """Token ids of every pair: the chat-formatted prompt, and each answer followed by EOS."""
+
+    prompt: list[list[int]]
+    chosen: list[list[int]]
+    rejected: list[list[int]]
+
+
+def tokenize_pairs(tokenizer: Any, pairs: list[Any], max_length: int) -> TokenizedPairs:
+    """Prompt with the chat template, answers as the assistant's reply + EOS. When prompt + answer exceeds
+    ``max_length``, the answer keeps at most half the budget and the prompt loses tokens from its start (the
+    question at its end is what the answer depends on most)."""
+    from engine.sampling.base import apply_chat_template
+
+    eos = tokenizer.eos_token_id
+    out = TokenizedPairs([], [], [])
+    for p in pairs:
+        prompt = apply_chat_template(tokenizer, p.prompt)
+        answers = []
+        for text in (p.chosen, p.rejected):
+            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if eos is not None:
+                ids.append(eos)
+            answers.append(ids[: max(1, max_length // 2)])
+        budget = max_length - max(len(a) for a in answers)
+        out.prompt.append(prompt[-budget:] if len(prompt) > budget else prompt)
+        out.chosen.append(answers[0])
+        out.rejected.append(answers[1])
+    return out
+
+
+def pair_rows(tok: TokenizedPairs, idx: list[int], pad_id: int, device: str):
+    """Rows [chosen of idx..., rejected of idx...] as right-padded PaddedRows (2b rows for b pairs)."""
+    prompts = [tok.prompt[i] for i in idx] * 2
+    answers = [tok.chosen[i] for i in idx] + [tok.rejected[i] for i in idx]
+    return padded_rows(prompts, answers, pad_id, device=device)
+
+
+def summed_logprobs(model: Any, tok: TokenizedPairs, idx: list[int], pad_id: int, device: str
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-probs of the pairs ``idx`` in one forward pass: ((b,), (b,)) chosen, rejected."""
+    rows = pair_rows(tok, idx, pad_id, device)
+    logp, _ = forward_logprobs(model, rows, device=device)  # (2b, L-1)
+    m = rows.target_mask
+    sums = (logp.where(m > 0, logp.new_zeros(())) * m).sum(-1)  # (2b,)
+    b = len(idx)
+    return sums[:b], sums[b:]
+
+
+class ReferenceCache:
+    """Reference log-probs per pair, computed on first use; (N, 2) float32 with NaN for 'not yet'."""
+
+    def __init__(self, n: int, fingerprint: str):
+        import torch
+
+        self.values = torch.full((n, 2), float("nan"), dtype=torch.float32)
+        self.fingerprint = fingerprint
+
+    def missing(self, idx: list[int]) -> list[int]:
+        import torch
+
+        return [i for i in dict.fromkeys(idx) if bool(torch.isnan(self.values[i]).any())]
+
+    def fill(self, policy: Any, tok: TokenizedPairs, idx: list[int], pad_per_mb: int) -> None:
+        import torch
+
+        todo = self.missing(idx)
+        pad_id = policy.tokenizer.pad_token_id
+        with torch.no_grad(), policy.ref_logits_context() as ref:
+            for a, b in micro_batches(len(todo), pad_per_mb):
+                part = todo[a:b]
+                c, r = summed_logprobs(ref, tok, part, pad_id, policy.device)
+                self.values[part, 0] = c.float().cpu()
+                self.values[part, 1] = r.float().cpu()
+
+    def get(self, idx: list[int], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+        v = self.values[idx].to(device)
+        return v[:, 0], v[:, 1]
+
+    def save(self, path: Path) -> None:
+        from safetensors.torch import save_file
+
+        tmp = path.with_suffix(".tmp")
+        save_file({"values": self.values.contiguous()}, str(tmp), metadata={"fingerprint": self.fingerprint})
+        tmp.replace(path)
+
+    @classmethod
+    def load_or_new(cls, path: Path, n: int, fingerprint: str) -> ReferenceCache:
+        from safetensors import safe_open
+
+        cache = cls(n, fingerprint)
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                if (f.metadata() or {}).get("fingerprint") == fingerprint:
+                    values = f.get_tensor("values")
+                    if tuple(values.shape) == (n, 2):
+                        cache.values = values
+        return cache
+
+
+def fingerprint(cfg: Any, model_path: str, n: int, kind: str) -> str:
+    data = {"model": model_path, "dataset": cfg.dataset, "path": cfg.dataset_path, "seed": cfg.seed,
+            "max_length": cfg.max_length, "n": n, "kind": kind}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def per_pair_loss(cfg: Any, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor, rr: torch.Tensor,
+                  c_len: torch.Tensor, r_len: torch.Tensor) -> torch.Tensor:
+    """(b,) unreduced DPO or IPO loss for the run's variant."""
+    from engine.algorithms.preference import dpo_loss, ipo_loss
+
+    if cfg.algorithm.endswith("dpo"):
+        return dpo_loss(pc, pr, rc, rr, cfg.beta, label_smoothing=cfg.label_smoothing)
+    return ipo_loss(pc, pr, rc, rr, cfg.beta, chosen_len=c_len, rejected_len=r_len,
+                    length_normalize=cfg.ipo_length_normalize)
+
+
+def pair_coefficients(variant: str, group_ids: torch.Tensor, num_groups: int, *, dataset_counts: torch.Tensor,
+                      mixed: torch.Tensor | None = None) -> torch.Tensor:
+    """c_i with objective sum_i c_i * loss_i. (B,) -> (B,).
+
+    plain: 1/B. is: w_g / sum_j w_g(j), w = importance_weights(N_g) (each group's share ~ n_g / N_g).
+    gr: mixed_g / n_g, i.e. sum_g mixed_g * mean_{i in g} loss_i = robust_loss(group_losses, mixed)."""
+    import torch
+
+    from engine.algorithms.group_robust import importance_weights
+
+    b = group_ids.shape[0]
+    if variant == "plain":
+        return torch.full((b,), 1.0 / b)
+    if variant == "is":
+        w = importance_weights(dataset_counts).float()[group_ids]
+        return w / w.sum()
+    if mixed is None:
+        raise ValueError("the group-robust coefficients need the mixed group weights")
+    counts = torch.zeros(num_groups).index_add(0, group_ids, torch.ones(b))
+    return (mixed.float() / counts.clamp_min(1.0))[group_ids]
+
+
+def _variant(algorithm: str) -> str:
+    return "gr" if algorithm.startswith("gr_") else "is" if algorithm.startswith("is_") else "plain"
+
+
+def _heldout_pairs(cfg: Any) -> list[Any]:
+    from engine.data.registry import load_named
+
+    if cfg.eval_prompts <= 0:
+        return []
+    rows = load_named(cfg.dataset, "eval", seed=cfg.seed, path=cfg.dataset_path)
+    return [rows[i] for i in balanced_subset([r.group for r in rows], cfg.eval_prompts)]
+
+
+def execute(ctx: RunContext) -> None:
+    import torch
+
+    from engine.algorithms.group_robust import (
+        GroupWeightState,
+        group_losses,
+        importance_weights,
+        mixed_weights,
+        paper_scale,
+        update_group_weights,
+    )
+    from engine.algorithms.preference import implicit_rewards, preference_margin
+    from engine.data.registry import load_named
+
+    cfg = ctx.config
+    variant = _variant(cfg.algorithm)
+    torch.manual_seed(cfg.seed)
+    train = load_named(cfg.dataset, "train", seed=cfg.seed, path=cfg.dataset_path)
+    if not train:
+        raise ValueError(f"dataset {cfg.dataset!r} has no training pairs: choose another dataset or path")
+    group_names = sorted({p.group for p in train})
+    gid = {g: i for i, g in enumerate(group_names)}
+    k = len(group_names)
+    all_gids = torch.tensor([gid[p.group] for p in train], dtype=torch.long)
+    dataset_counts = torch.zeros(k).index_add(0, all_gids, torch.ones(len(train)))  # (K,)
+    schedule = BatchSchedule([p.group for p in train], cfg.batch_size, cfg.seed, cfg.group_sampling)
+    heldout_pairs = _heldout_pairs(cfg)
+
+    policy = load_training_policy(cfg)
+    params = policy.trainable_parameters()
+    optimizer, scheduler = make_optimizer(params, cfg)
+    start = ctx.start_step()
+    extra = restore_train_state(ctx, start, policy, optimizer, scheduler)
+    alpha = (GroupWeightState.from_dict(extra["group_weights"]) if "group_weights" in extra
+             else GroupWeightState.uniform(k)).to_tensor()
+    if alpha.shape[0] != k:
+        raise RuntimeError(f"the checkpoint has {alpha.shape[0]} group weights but the dataset has {k} groups: "
+                           "resume with the same dataset")
+    device = policy.device
+    pad_id = policy.tokenizer.pad_token_id
+    tok = tokenize_pairs(policy.tokenizer, train, cfg.max_length)
+    pairs_per_mb = max(1, cfg.micro_batch_size // 2)
+    cache_path = ctx.run_dir / REF_CACHE
+    ref_cache = ReferenceCache.load_or_new(cache_path, len(train),
+                                           fingerprint(cfg, policy.model_path, len(train), "train"))
+    fixed_weights = importance_weights(dataset_counts).float() if variant == "is" else None
+
+    # held-out: pair accuracy/margin per group (cheap, every eval) and the bias reward of greedy answers
+    held_tok = tokenize_pairs(policy.tokenizer, heldout_pairs, cfg.max_length) if heldout_pairs else None
+    held_ref = ReferenceCache(len(heldout_pairs), "eval")
+    if heldout_pairs:
+        held_ref.fill(policy, held_tok, list(range(len(heldout_pairs))), pairs_per_mb)
+    heldout = HeldoutSet([p.prompt for p in heldout_pairs], [p.group for p in heldout_pairs],
+                         f"{cfg.dataset}:eval:{len(heldout_pairs)}")
+    sampler = reward = None
+
+    def evaluate(step: int) -> None:
+        nonlocal sampler, reward
+        if not eval_due(step, cfg) or not heldout_pairs:
+            return
+        ctx.record_evaluation("heldout_preference", _heldout_preference(cfg, policy, held_tok, held_ref,
+                                                                        heldout_pairs, pairs_per_mb),
+                              model=cfg.model, dataset_version=heldout.dataset_version, step=step)
+        if reward is None:
+            from engine.rewards.base import build_reward
+            from engine.sampling.base import make_sampler
+
+            try:
+                reward = build_reward(EVAL_REWARD, device=device)
+            except (FileNotFoundError, ModuleNotFoundError) as exc:
+                # The pair metrics above are this run's own progress measure; the bias-reward view is an extra
+                # that needs the reward model installed. Say so once, on the run's event log, and go on.
+                ctx.event(f"held-out bias reward skipped: {exc}", level="warning")
+                reward = False
+            # HF generate samples from the live policy: no weight sync between updates, and preference runs
+            # generate only at evaluations, where vLLM's start-up would dominate.
+            sampler = make_sampler("hf", policy.model_path, policy) if reward else None
+        if not reward:
+            return
+        record_heldout(ctx, step, heldout_reward_eval(policy, sampler, reward, heldout,
+                                                      max_new_tokens=EVAL_MAX_NEW_TOKENS,
+                                                      micro_batch_size=cfg.micro_batch_size), heldout)
+
+    def save(step: int) -> None:
+        ref_cache.save(cache_path)
+        save_train_state(ctx, step, policy, optimizer, scheduler,
+                         extra={"group_weights": GroupWeightState.from_tensor(alpha).to_dict()})
+
+    try:
+        if start == 0:
+            evaluate(0)
+        for step in range(start + 1, cfg.max_steps + 1):
+            timer = PhaseTimer(device)
+            reset_peak_memory(device)
+            with timer.phase("step"):
+                idx = schedule.indices(step)
+                b = len(idx)
+                group_ids = all_gids[idx]  # (B,)
+                with timer.phase("reference"):
+                    ref_cache.fill(policy, tok, idx, pairs_per_mb)
+                ref_c, ref_r = ref_cache.get(idx, device)  # (B,), (B,)
+                c_len = torch.tensor([len(tok.chosen[i]) for i in idx], device=device)
+                r_len = torch.tensor([len(tok.rejected[i]) for i in idx], device=device)
+                mbs = list(micro_batches(b, pairs_per_mb))
+
+                group_loss_before = None
+                if variant == "gr":
+                    with timer.phase("weights"):
+                        if len(mbs) > 1:  # the robust coefficients need every pair's loss value first
+                            with torch.no_grad():
+                                vals = torch.cat([per_pair_loss(cfg, *summed_logprobs(policy.model, tok, idx[a:e],
+                                                                                      pad_id, device),
+                                                                ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])
+                                                  for a, e in mbs]).float().cpu()
+                        else:
+                            vals = None  # computed with the gradient pass below
+                mixed = None
+                pol_c = torch.zeros(b)
+                pol_r = torch.zeros(b)
+                losses = torch.zeros(b)
+                loss_value = 0.0
+                with timer.phase("update"):
+                    for a, e in mbs:
+                        pc, pr = summed_logprobs(policy.model, tok, idx[a:e], pad_id, device)
+                        lp = per_pair_loss(cfg, pc, pr, ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])  # (b,)
+                        if variant == "gr":
+                            if mixed is None:
+                                v = vals if vals is not None else lp.detach().float().cpu()
+                                group_loss_before, counts = group_losses(v, group_ids, k)
+                                alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
+                                                             scale=paper_scale(dataset_counts) * counts,
+                                                             present=counts > 0)
+                                mixed = mixed_weights(alpha, cfg.chi)
+                            coeffs = pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts, mixed=mixed)
+                        else:
+                            coeffs = pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts)
+                        loss = (coeffs[a:e].to(device) * lp).sum()
+                        loss.backward()
+                        loss_value += float(loss.detach())
+                        pol_c[a:e] = pc.detach().float().cpu()
+                        pol_r[a:e] = pr.detach().float().cpu()
+                        losses[a:e] = lp.detach().float().cpu()
+                    grad_norm = clip_and_step(params, optimizer, cfg.max_grad_norm)
+                    lr = scheduler.get_last_lr()[0]
+                    scheduler.step()
+
+            rc, rr = ref_c.float().cpu(), ref_r.float().cpu()
+            margin = preference_margin(pol_c, pol_r, rc, rr)  # (B,)
+            correct = (margin > 0).float()
+            g_loss, counts = group_losses(losses, group_ids, k)
+            g_acc, _ = group_losses(correct, group_ids, k)
+            g_margin, _ = group_losses(margin, group_ids, k)
+            present = counts > 0
+            ch_reward, rj_reward = implicit_rewards(pol_c, pol_r, rc, rr, cfg.beta)
+            weights = alpha if variant == "gr" else fixed_weights if variant == "is" else None
+            metrics: dict[str, float] = {
+                "loss": loss_value,
+                "loss/mean": float(losses.mean()),
+                "loss/worst_group": float(g_loss[present].max()),
+                "accuracy": float(correct.mean()),
+                "accuracy/min_group": float(g_acc[present].min()),
+                "margin/mean": float(margin.mean()),
+                "reward/chosen": float(ch_reward.mean()),
+                "reward/rejected": float(rj_reward.mean()),
+                "logp/chosen": float(pol_c.mean()),
+                "logp/rejected": float(pol_r.mean()),
+                "grad_norm": grad_norm,
+                "lr": lr,
+                "memory/peak_mb": peak_memory_mb(device),
+            }
+            metrics.update(timer.metrics())
+            n_tokens = sum(len(tok.prompt[i]) * 2 + len(tok.chosen[i]) + len(tok.rejected[i]) for i in idx)
+            metrics["tokens_per_s"] = n_tokens / timer.times["step"]
+            groups = []
+            for g, i in gid.items():
+                if weights is not None:
+                    metrics[f"weight/{g}"] = float(weights[i])
+                if not present[i] and weights is None:
+                    continue
+                row = {"group": g, "count": int(counts[i]),
+                       "weight": float(weights[i]) if weights is not None else None,
+                       "loss": float(g_loss[i]) if present[i] else None,
+                       "accuracy": float(g_acc[i]) if present[i] else None,
+                       "margin": float(g_margin[i]) if present[i] else None}
+                groups.append(row)
+            ctx.log_step(step, metrics, groups)
+            evaluate(step)
+            saved = ctx.checkpoint_due(step)
+            if saved:
+                save(step)
+            if ctx.should_stop():
+                if not saved:
+                    save(step)
+                return
+    finally:
+        if sampler is not None:
+            sampler.close()
+        if reward:
+            reward.close()
+
+
+def _heldout_preference(cfg: Any, policy: Any, tok: TokenizedPairs, ref: ReferenceCache, pairs: list[Any],
+                        pairs_per_mb: int) -> dict[str, float]:
+    """Per-group implicit-reward accuracy, margin and loss on the held-out pairs (no training on them)."""
+    import torch
+
+    n = len(pairs)
+    pc, pr = torch.zeros(n), torch.zeros(n)
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        with torch.no_grad():
+            for a, e in micro_batches(n, pairs_per_mb):
+                c, r = summed_logprobs(policy.model, tok, list(range(a, e)), policy.tokenizer.pad_token_id,
+                                       policy.device)
+                pc[a:e], pr[a:e] = c.float().cpu(), r.float().cpu()
+    finally:
+        policy.model.train(was_training)
+    rc, rr = ref.get(list(range(n)), "cpu")
+    c_len = torch.tensor([len(x) for x in tok.chosen])
+    r_len = torch.tensor([len(x) for x in tok.rejected])
+    loss = per_pair_loss(cfg, pc, pr, rc, rr, c_len, r_len)
+    margin = (pc - rc) - (pr - rr)
+    out = {"loss": float(loss.mean()), "accuracy": float((margin > 0).float().mean()),
+           "margin/mean": float(margin.mean())}
+    for g in sorted({p.group for p in pairs}):
+        sel = torch.tensor([p.group == g for p in pairs])
+        out[f"accuracy/{g}"] = float((margin[sel] > 0).float().mean())
+        out[f"loss/{g}"] = float(loss[sel].mean())
+    out["accuracy/min_group"] = min(v for key, v in out.items() if key.startswith("accuracy/") and
+                                    key != "accuracy/min_group")
+    return out
