@@ -1,0 +1,22 @@
+"""Entry point of the studio's web app (`studio app` / `studio up`): access check, then page routing only."""
+
+import sys
+from pathlib import Path
+
+# Streamlit puts app/ on sys.path; the pages import the project's packages (app, db, engine) from the root.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app.auth import require_access  # noqa: E402
+
+st.set_page_config(page_title="Alignment studio", page_icon=":material/balance:", layout="wide")
+require_access()
+st.navigation([
+    st.Page("pages/runs.py", title="Runs", icon=":material/list:", default=True),
+    st.Page("pages/new_run.py", title="New run", icon=":material/add_circle:"),
+    st.Page("pages/run.py", title="Run", icon=":material/monitoring:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+]).run()

@@ -1,0 +1,149 @@
+"""Compare: two models' answers side by side per prompt and group, run curves overlaid, evaluation results."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, forms
+from app.palette import group_colours
+from app.state import flash, get_store, show_flash
+from app.widgets import engine_banner, fmt_value, status_badge
+from db.queue import get_run, submit_run
+from db.reads import (common_metric_keys, comparison, comparison_summary, evaluations, overlay_series,
+                      runs_by_algorithm, runs_with_checkpoints)
+from engine.config import TRAINING_ALGORITHMS
+
+ALG = "compare"
+PROBLEMS_KEY = "cmp.problems"
+JOB_KEY = "cmp.job"
+
+store = get_store()
+ss = st.session_state
+st.title("Compare")
+show_flash()
+
+
+def _on_submit() -> None:
+    cfg, problems = forms.validate(forms.collect(ALG))
+    ss[PROBLEMS_KEY] = problems
+    if cfg is not None:
+        run_id = submit_run(store, cfg)
+        ss[JOB_KEY] = run_id
+        flash(f"Comparison #{run_id} queued: the engine generates both models' answers and scores them.")
+
+
+tab_cmp, tab_overlay, tab_eval = st.tabs(["Side by side", "Overlay runs", "Evaluations"])
+
+with tab_cmp:
+    with st.expander("New comparison", expanded=not runs_by_algorithm(store, [ALG]), icon=":material/add:"):
+        st.caption("Pick two models (for example the base model and a run's latest checkpoint) and a prompt set. "
+                   "The engine answers every prompt with both and scores each answer with the bias reward.")
+        if ss.get(forms.form_key(ALG, "model_b") + ".kind") is None:
+            trained = runs_with_checkpoints(store)
+            if trained:  # the useful default: base model vs the newest tuned run
+                forms.seed_state(ALG, {"model_b": f"run:{trained[0][0]}"})
+        from engine.data.registry import DATASETS
+
+        forms.render_form(ALG, ss.get(PROBLEMS_KEY, {}),
+                          dataset_choices=[n for n, s in DATASETS.items() if s.kind == "prompts"],
+                          run_choices=runs_with_checkpoints(store) or None, skip=("max_steps", "checkpoint_every"))
+        st.button("Queue comparison", type="primary", key="cmp.submit", on_click=_on_submit,
+                  icon=":material/compare:")
+
+    jobs = runs_by_algorithm(store, [ALG])
+    if not jobs:
+        st.info("No comparisons yet. Open **New comparison** above, choose the base model and a tuned run, and "
+                "queue it; the answers appear here side by side.", icon=":material/info:")
+    else:
+        by_id = {j.id: j for j in jobs}
+        if ss.get(JOB_KEY) not in by_id:
+            ss[JOB_KEY] = jobs[0].id
+        job_id = st.selectbox("Comparison", list(by_id), key=JOB_KEY,
+                              format_func=lambda i: f"#{i} {by_id[i].name} ({by_id[i].status.value})")
+        job_active = by_id[job_id].status.value in ("queued", "running")
+        engine_banner(store, needed=job_active)
+
+        @st.fragment(run_every=2.0 if job_active else None)
+        def results() -> None:
+            job = get_run(store, job_id)
+            if job_active and job.status.finished:
+                st.rerun()
+            rows = comparison(store, job_id)
+            st.markdown(f"Status: {status_badge(job.status.value)}" + (f" · {job.error}" if job.error else ""))
+            if not rows:
+                st.info("Generating answers..." if job_active else "This comparison produced no answers.",
+                        icon=":material/hourglass_empty:")
+                return
+            label_a, label_b = rows[0].model_a or "A", rows[0].model_b or "B"
+            summary = comparison_summary(rows)
+            st.subheader("Summary per group")
+            st.dataframe(pd.DataFrame([{"group": s.group, "prompts": s.n, f"A: {label_a}": s.mean_a,
+                                        f"B: {label_b}": s.mean_b, "B - A": s.mean_diff, "B better": s.b_better}
+                                       for s in summary]), hide_index=True, width="stretch", key="cmp.summary",
+                         column_config={f"A: {label_a}": st.column_config.NumberColumn(format="%.3f"),
+                                        f"B: {label_b}": st.column_config.NumberColumn(format="%.3f"),
+                                        "B - A": st.column_config.NumberColumn(format="%+.3f")})
+            st.plotly_chart(charts.comparison_bar_figure([s.group for s in summary], [s.mean_a for s in summary],
+                                                         [s.mean_b for s in summary], f"A: {label_a}",
+                                                         f"B: {label_b}"), key="cmp.bars")
+            colours = group_colours([s.group for s in summary])
+            groups = [s.group for s in summary]
+            shown = st.multiselect("Groups", groups, default=groups, key=f"cmp.groups.{job_id}")
+            for g in shown:
+                st.markdown(f"#### <span style='color:{colours[g]}'>●</span> {g}", unsafe_allow_html=True)
+                for r in (x for x in rows if x.group == g):
+                    with st.container(border=True):
+                        st.markdown(f"**Prompt {r.prompt_index}.** {r.prompt}")
+                        a, b = st.columns(2)
+                        a.caption(f"A: {label_a} · bias reward {fmt_value(r.reward_a, 3)}")
+                        a.text(r.completion_a or "(no answer)")
+                        b.caption(f"B: {label_b} · bias reward {fmt_value(r.reward_b, 3)}"
+                                  + (f" · difference {r.diff:+.3f}" if r.diff is not None else ""))
+                        b.text(r.completion_b or "(no answer)")
+
+        results()
+
+with tab_overlay:
+    trained = runs_by_algorithm(store, list(TRAINING_ALGORITHMS))
+    if not trained:
+        st.info("No training runs yet: overlaying curves needs at least one run.", icon=":material/info:")
+    else:
+        names = {r.id: f"#{r.id} {r.name}" for r in trained}
+        picked = st.multiselect("Runs", list(names), default=list(names)[:2], key="cmp.overlay_runs",
+                                format_func=lambda i: names[i])
+        keys = common_metric_keys(store, picked)
+        if not picked:
+            st.caption("Pick one or more runs.")
+        elif not keys:
+            st.info("These runs have no metric in common: pick runs of the same algorithm family.")
+        else:
+            key = st.selectbox("Metric", keys, key="cmp.overlay_key")
+            series = overlay_series(store, picked, key)
+            st.plotly_chart(charts.overlay_figure(key, {names[rid]: s for rid, s in series.items()}),
+                            key="cmp.overlay_chart")
+
+with tab_eval:
+    evs = evaluations(store)
+    if not evs:
+        st.info("No evaluation results yet. Evaluation jobs and in-run evaluations write them: queue an "
+                "evaluation of the base model and of a tuned run to see before/after here.", icon=":material/info:")
+    else:
+        flat = []
+        for e in evs:
+            who = e.checkpoint or e.model
+            for k, v in sorted(e.metrics.items()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    flat.append({"benchmark": e.benchmark, "metric": k, "model": who, "step": e.step, "value": v,
+                                 "run": e.run_id})
+        table = pd.DataFrame(flat)
+        st.subheader("Before / after")
+        st.caption("One column per evaluated model or checkpoint; the latest result of each is shown.")
+        if not table.empty:
+            pivot = table.pivot_table(index=["benchmark", "metric"], columns="model", values="value", aggfunc="last")
+            st.dataframe(pivot, width="stretch", key="eval.pivot")
+        st.subheader("All results")
+        st.dataframe(pd.DataFrame([{"id": e.id, "run": e.run_id, "step": e.step, "model": e.model,
+                                    "checkpoint": e.checkpoint, "benchmark": e.benchmark,
+                                    "dataset": e.dataset_version, "seed": e.seed, **e.metrics} for e in evs]),
+                     hide_index=True, width="stretch", key="eval.all")

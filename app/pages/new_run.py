@@ -1,0 +1,142 @@
+"""New run: a form generated from the algorithm's typed config, a dataset preview, presets, and the queue button."""
+
+from __future__ import annotations
+
+
+import pandas as pd
+import streamlit as st
+
+from app import forms
+from app.palette import group_colours
+from app.state import CLONE_KEY, get_store, open_run
+from db.queue import submit_run
+from engine.config import CONFIG_CLASSES, TRAINING_ALGORITHMS
+
+ALGO_KEY = "new.algorithm"
+PROBLEMS_KEY = "new.problems"
+SUBMITTED_KEY = "new.submitted"
+PARENT_KEY = "new.parent_id"
+PRESET_MSG_KEY = "new.preset_message"
+PRESET_PENDING_KEY = "new.preset_pending"
+# The product's order: the two GRPO variants, the preference methods, then the synthetic experiment.
+ALGORITHMS = [a for a in ("grpo", "gr_grpo", "dpo", "ipo", "gr_dpo", "gr_ipo", "is_dpo", "is_ipo", "synthetic")
+              if a in TRAINING_ALGORITHMS]
+
+store = get_store()
+ss = st.session_state
+
+if SUBMITTED_KEY in ss:  # queued in the button's callback: go to the new run's live page
+    open_run(ss.pop(SUBMITTED_KEY))
+
+
+def _load_into_form(cfg: dict, parent_id: int | None = None) -> None:
+    alg = cfg["algorithm"]
+    ss[ALGO_KEY] = alg
+    forms.seed_state(alg, cfg, overwrite=True)
+    ss[PROBLEMS_KEY] = {}
+    ss[PARENT_KEY] = parent_id
+
+
+if CLONE_KEY in ss:
+    clone = ss.pop(CLONE_KEY)
+    if clone["config"].get("algorithm") in ALGORITHMS:
+        _load_into_form(clone["config"], clone.get("parent_id"))
+        st.info(f"Cloned from run #{clone.get('parent_id')}: change what you like, then queue it.",
+                icon=":material/content_copy:")
+
+
+def _apply_preset(raw: bytes, name: str) -> None:
+    data, problems = forms.parse_preset(raw, tuple(ALGORITHMS))
+    if data is None:
+        ss[PRESET_MSG_KEY] = ("error", f"{name}: {problems['config']}")
+        return
+    _load_into_form(data)
+    if problems:
+        ss[PROBLEMS_KEY] = {data["algorithm"]: problems}
+        ss[PRESET_MSG_KEY] = ("warning", f"Loaded {name}; fix the settings marked below before queueing.")
+    else:
+        ss[PRESET_MSG_KEY] = ("success", f"Loaded preset {name}.")
+
+
+def _on_preset_upload() -> None:
+    file = ss.get("new.preset_file")
+    if file is not None:
+        _apply_preset(file.getvalue(), file.name)
+
+
+if PRESET_PENDING_KEY in ss:  # a preset handed over as text (tests and links use this door)
+    _apply_preset(str(ss.pop(PRESET_PENDING_KEY)).encode("utf-8"), "preset")
+
+
+def _on_submit() -> None:
+    alg = ss[ALGO_KEY]
+    cfg, problems = forms.validate(forms.collect(alg))
+    ss[PROBLEMS_KEY] = {alg: problems}
+    if cfg is not None:
+        ss[SUBMITTED_KEY] = submit_run(store, cfg, parent_id=ss.pop(PARENT_KEY, None))
+
+
+st.title("New run")
+if ALGO_KEY not in ss:
+    ss[ALGO_KEY] = "grpo"
+algorithm = st.selectbox("Algorithm", ALGORITHMS, key=ALGO_KEY, format_func=forms.algorithm_label,
+                         help="BiasGRPO samples answers and rewards the less biased ones; DPO/IPO learn from "
+                              "preference pairs; the GR-variants up-weight the demographic group that is worst off.")
+cls = CONFIG_CLASSES[algorithm]
+forms.seed_state(algorithm)
+st.caption((cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
+
+with st.expander("Presets: save or load a config file", icon=":material/save:"):
+    st.file_uploader("Load a preset (JSON)", type=["json"], key="new.preset_file", on_change=_on_preset_upload)
+    msg = ss.pop(PRESET_MSG_KEY, None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+    st.download_button("Save this form as a preset", forms.preset_json(algorithm),
+                       file_name=f"{algorithm}-preset.json", mime="application/json", key="new.preset_save")
+
+problems = ss.get(PROBLEMS_KEY, {}).get(algorithm, {})
+dataset_choices = None
+if "dataset" in cls.model_fields:
+    kind = cls.model_construct().expected_dataset_kind()  # type: ignore[attr-defined]
+    from engine.data.registry import DATASETS
+
+    dataset_choices = [n for n, spec in DATASETS.items() if spec.kind == kind]
+forms.render_form(algorithm, problems, dataset_choices=dataset_choices)
+
+if problems:
+    st.error(f"The run was not queued: {len(problems)} setting(s) need a change (marked above).",
+             icon=":material/error:")
+st.button("Queue run", type="primary", key="new.submit", on_click=_on_submit, icon=":material/play_arrow:")
+
+
+@st.cache_data(show_spinner="Loading the dataset preview...", max_entries=16)
+def _preview(name: str) -> dict:
+    from engine.data.registry import preview
+
+    return preview(name, per_group=3)
+
+
+if dataset_choices:
+    name = ss.get(forms.form_key(algorithm, "dataset"))
+    st.subheader(f"Dataset preview: {name}")
+    try:
+        p = _preview(name)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        st.info(f"No preview for {name}: {e}", icon=":material/info:")
+    else:
+        spec = p["spec"]
+        st.write(spec["description"])
+        st.caption(f"License: {spec['license']} · groups: {spec['groups']} · training split: {p['rows']} rows · "
+                   + ", ".join(f"{k}: {v}" for k, v in p["split_rows"].items()))
+        colours = group_colours(p["group_counts"])
+        counts = pd.DataFrame({"group": list(p["group_counts"]), "rows": list(p["group_counts"].values())})
+        import plotly.graph_objects as go
+
+        fig = go.Figure(go.Bar(x=counts["group"], y=counts["rows"], marker_color=[colours[g] for g in counts["group"]]))
+        fig.update_layout(title={"text": "Rows per group", "x": 0}, height=260, template="plotly_white",
+                          margin={"l": 40, "r": 10, "t": 40, "b": 40})
+        st.plotly_chart(fig, key="new.preview_counts")
+        for group, texts in p["examples"].items():
+            with st.expander(f"{group}: {p['group_counts'].get(group, 0)} rows"):
+                for t in texts:
+                    st.text(t)

@@ -1,0 +1,229 @@
+"""One run, live: group weights (the headline), per-group reward, worst group vs average, training health,
+samples, events and checkpoints. Charts refresh on a timer only while the run is queued or running."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from app import charts
+from app.live import ChartCache, refresh
+from app.palette import group_colours
+from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
+from app.widgets import engine_banner, fmt_duration, fmt_value, status_badge
+from db.queue import QueueError, get_run, request_cancel, resume_run
+from db.reads import checkpoints, run_events, runs_overview, sample_groups, sample_steps, samples
+from db.session import studio_home
+from engine.config import ALGORITHM_LABELS
+
+REFRESH_S = 2.0
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+store = get_store()
+ss = st.session_state
+st.title("Run")
+show_flash()
+
+overview = {r.id: r for r in runs_overview(store)}
+if not overview:
+    st.info("No runs yet. Queue one on the **New run** page and its charts appear here while it trains.",
+            icon=":material/info:")
+    st.page_link("pages/new_run.py", label="Create a run", icon=":material/add_circle:")
+    st.stop()
+
+wanted = st.query_params.get("run") or ss.get(RUN_KEY)
+try:
+    wanted = int(wanted) if wanted is not None else None
+except ValueError:
+    wanted = None
+ids = list(overview)
+if wanted not in overview:
+    wanted = ids[0]
+if ss.get("run.select") not in overview or ss.get("run.select_for") != wanted:
+    ss["run.select"] = wanted
+    ss["run.select_for"] = wanted
+run_id = st.selectbox("Run", ids, key="run.select", format_func=lambda i: f"#{i} {overview[i].name}")
+if run_id != wanted:
+    ss[RUN_KEY] = run_id
+    ss["run.select_for"] = run_id
+    st.query_params["run"] = str(run_id)
+
+row = overview[run_id]
+active = row.status in ("queued", "running")
+engine_banner(store, needed=active)
+
+
+def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        action()
+        flash(message)
+    except QueueError as e:
+        flash(str(e), "error")
+
+
+head = st.columns([6, 1, 1, 1])
+head[0].markdown(f"### #{row.id} {row.name}\n{status_badge(row.status)} · "
+                 f"{ALGORITHM_LABELS.get(row.algorithm, row.algorithm)} · model `{row.model}`")
+head[1].button("Cancel", key="run.cancel", disabled=not active or row.cancel_requested, icon=":material/stop_circle:",
+               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: cancel requested."))
+head[2].button("Resume", key="run.resume", disabled=row.status not in ("failed", "cancelled"),
+               icon=":material/play_circle:",
+               on_click=lambda: _do(lambda: resume_run(store, run_id), f"Run {run_id}: queued to resume."))
+if head[3].button("Clone", key="run.clone", icon=":material/content_copy:"):
+    cfg = json.loads(get_run(store, run_id).config_json)
+    cfg["name"] = f"{cfg.get('name') or row.name} (clone)"
+    ss[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
+    st.switch_page("pages/new_run.py")
+if row.error:
+    st.error(f"The run failed: {row.error}", icon=":material/error:")
+
+with st.expander("Configuration"):
+    st.json(json.loads(get_run(store, run_id).config_json))
+
+full_res = st.toggle("Full resolution", key=f"run.full.{run_id}",
+                     help="Charts read at most ~2000 points per series (bucket mean with its min-max band). "
+                          "Full resolution reads every step: slower on long runs.")
+
+
+def _cache() -> ChartCache:
+    key = f"run.cache.{run_id}.{full_res}"
+    cache = ss.get(key)
+    if cache is None:
+        cache = ChartCache(run_id, full_res)
+    return cache
+
+
+def _plot(fig, key: str) -> None:  # type: ignore[no-untyped-def]
+    st.plotly_chart(fig, key=key, config={"displaylogo": False})
+
+
+@st.fragment(run_every=REFRESH_S if active else None)
+def live_panel() -> None:
+    current = get_run(store, run_id)
+    cache = refresh(store, _cache(), current.last_step)
+    ss[f"run.cache.{run_id}.{full_res}"] = cache
+    if current.status.value not in ("queued", "running") and active:
+        st.rerun()  # the run ended: redraw the whole page once, without the timer
+
+    prog = (current.last_step / current.total_steps) if current.total_steps else 0.0
+    r = runs_overview(store)
+    r = next((x for x in r if x.id == run_id), row)
+    st.progress(min(1.0, prog), text=f"step {current.last_step} / {current.total_steps} · elapsed "
+                                     f"{fmt_duration(r.elapsed_s)} · ETA {fmt_duration(r.eta_s)}")
+    m = st.columns(4)
+    m[0].metric("Status", current.status.value)
+    m[1].metric("Step", f"{current.last_step}")
+    m[2].metric(f"Reward ({r.reward_key})" if r.reward_key else "Reward", fmt_value(r.reward))
+    m[3].metric(f"Worst group ({r.worst_group_key})" if r.worst_group_key else "Worst group",
+                fmt_value(r.worst_group))
+
+    if not cache.metrics and not any(cache.groups.values()):
+        st.info("Waiting for the first training step: charts appear as soon as the engine logs one."
+                if current.status.value in ("queued", "running") else
+                "This run logged no metrics.", icon=":material/hourglass_empty:")
+        return
+    rev = f"run-{run_id}"
+    weights = cache.groups.get("weight", {})
+    groups = sorted(set().union(*[set(g) for g in cache.groups.values()])) if cache.groups else []
+    colours = group_colours(groups)
+    if weights:
+        _plot(charts.group_weight_figure(weights, colours, rev), "chart.group_weights")
+    left, right = st.columns(2)
+    with left:
+        if cache.groups.get("reward_mean"):
+            _plot(charts.group_reward_figure(cache.groups["reward_mean"], cache.groups.get("reward_std", {}),
+                                             colours, rev), "chart.group_reward")
+        elif cache.groups.get("accuracy"):
+            _plot(charts.line_figure("Accuracy per group", cache.groups["accuracy"], colours, y_title="accuracy",
+                                     revision=rev), "chart.group_accuracy")
+    with right:
+        if cache.groups.get("loss"):
+            _plot(charts.line_figure("Loss per group", cache.groups["loss"], colours, y_title="loss",
+                                     revision=rev), "chart.group_loss")
+    placed, other = charts.assign_panels(list(cache.metrics))
+    cols = st.columns(2)
+    for i, (panel, keys) in enumerate(placed):
+        with cols[i % 2]:
+            _plot(charts.metric_panel_figure(panel, {k: cache.metrics[k] for k in keys}, rev),
+                  f"chart.panel.{panel.title}")
+    if other:
+        with st.expander(f"Other metrics ({len(other)})"):
+            cols = st.columns(2)
+            for i, k in enumerate(other):
+                with cols[i % 2]:
+                    _plot(charts.line_figure(k, {k: cache.metrics[k]}, revision=rev), f"chart.other.{k}")
+    if any(s.downsampled for s in cache.metrics.values()):
+        st.caption("Long run: each point is the mean of a bucket of steps, the band its minimum and maximum. "
+                   "Switch on full resolution to read every step.")
+
+    st.subheader("Event log")
+    evs = run_events(store, run_id, limit=100)
+    st.dataframe(pd.DataFrame([{"time": e.time.strftime("%Y-%m-%d %H:%M:%S"), "level": e.level,
+                                "message": e.message} for e in evs]), hide_index=True, width="stretch",
+                 key="run.events")
+
+
+live_panel()
+
+st.subheader("Samples")
+groups_with_samples = sample_groups(store, run_id)
+if not groups_with_samples:
+    st.caption("No samples logged. GRPO runs store a few completions per step (setting samples_logged).")
+else:
+    steps = sample_steps(store, run_id)
+    f1, f2 = st.columns([2, 3])
+    chosen_groups = f1.multiselect("Groups", groups_with_samples, key=f"run.sample_groups.{run_id}")
+    lo, hi = (steps[0], steps[-1]) if len(steps) > 1 else (steps[0], steps[0] + 1)
+    step_range = f2.slider("Steps", lo, hi, (lo, hi), key=f"run.sample_steps.{run_id}")
+    rows = samples(store, run_id, groups=chosen_groups or None, step_min=step_range[0], step_max=step_range[1])
+    st.dataframe(pd.DataFrame([{"step": x.step, "group": x.group, "prompt": x.prompt, "completion": x.completion,
+                                "reward": x.reward, "advantage": x.advantage,
+                                **{f"reward/{k}": v for k, v in (x.rewards or {}).items()}} for x in rows]),
+                 hide_index=True, width="stretch", key="run.samples",
+                 column_config={"completion": st.column_config.TextColumn(width="large")})
+
+st.subheader("Checkpoints")
+ckpts = checkpoints(store, run_id)
+if not ckpts:
+    st.caption("No checkpoints yet: a run saves one every `checkpoint_every` steps and at its end.")
+else:
+    st.dataframe(pd.DataFrame([{"step": c.step, "saved": c.created_at.strftime("%Y-%m-%d %H:%M:%S"), "path": c.path}
+                               for c in ckpts]), hide_index=True, width="stretch", key="run.ckpts")
+    by_step = {c.step: c for c in ckpts}
+    step = st.selectbox("Checkpoint", list(by_step), key=f"run.ckpt.{run_id}", format_func=lambda s: f"step {s}")
+    c1, c2 = st.columns(2)
+    if c1.button("Prepare a zip of the checkpoint files", key="run.zip"):
+        folder = Path(by_step[step].path)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            for p in sorted(folder.rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(folder.parent))
+        ss["run.zip_data"] = (run_id, step, buf.getvalue())
+    z = ss.get("run.zip_data")
+    if z and z[0] == run_id and z[1] == step:
+        c1.download_button(f"Download run-{run_id}-step-{step}.zip", z[2], file_name=f"run-{run_id}-step-{step}.zip",
+                           mime="application/zip", key="run.zip_download")
+    if row.algorithm != "synthetic":
+        out = studio_home() / "exports" / f"run-{run_id}-step-{step}"
+        if c2.button("Export as a Hugging Face model folder", key="run.export",
+                     help=f"Writes a standard model folder to {out}"):
+            # An argument list without a shell: nothing typed in the page reaches a command line.
+            env = {**os.environ, "STUDIO_DB_URL": store.url}
+            with st.spinner("Exporting..."):
+                done = subprocess.run([sys.executable, "-m", "engine.cli", "export", str(run_id), "--step", str(step),
+                                       "--out", str(out)], capture_output=True, text=True, cwd=ROOT, env=env,
+                                      timeout=900)
+            if done.returncode == 0:
+                st.success(f"Exported to {out}. Load it with `AutoModelForCausalLM.from_pretrained('{out}')` or "
+                           "pick it as a local folder in a comparison.")
+            else:
+                st.error(f"Export failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")

@@ -1,0 +1,95 @@
+"""Runs: every run with its progress and latest numbers, the queue's order, and the actions on one run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app.state import CLONE_KEY, flash, get_store, open_run, show_flash
+from app.widgets import engine_banner, fmt_duration, status_badge
+from db.queue import QueueError, delete_run, get_run, move_in_queue, request_cancel, resume_run
+from db.reads import runs_overview
+from engine.config import ALGORITHM_LABELS
+
+store = get_store()
+st.title("Runs")
+show_flash()
+rows = runs_overview(store)
+
+if not rows:
+    st.info("No runs yet. Create one on the **New run** page: the synthetic experiment trains in seconds and needs "
+            "no model, BiasGRPO fine-tunes the embedded SmolLM2 against the bias reward.", icon=":material/info:")
+    st.page_link("pages/new_run.py", label="Create a run", icon=":material/add_circle:")
+    st.stop()
+
+engine_banner(store, needed=any(r.status in ("queued", "running") for r in rows))
+
+table = pd.DataFrame([{
+    "ID": r.id, "Name": r.name, "Status": r.status + (" (stopping)" if r.cancel_requested and r.status == "running"
+                                                      else ""),
+    "Algorithm": ALGORITHM_LABELS.get(r.algorithm, r.algorithm), "Model": r.model,
+    "Progress": (r.last_step / r.total_steps) if r.total_steps else 0.0, "Step": f"{r.last_step} / {r.total_steps}",
+    "Elapsed": fmt_duration(r.elapsed_s), "ETA": fmt_duration(r.eta_s), "Reward": r.reward,
+    "Worst group": r.worst_group, "Worst-group metric": r.worst_group_key or "",
+    "Queue #": r.queue_position} for r in rows])
+st.dataframe(table, hide_index=True, width="stretch", key="runs_table", column_config={
+    "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
+    "Reward": st.column_config.NumberColumn(format="%.3f", help="Latest mean reward (higher = less biased)."),
+    "Worst group": st.column_config.NumberColumn(format="%.3f", help="Latest worst-group metric; its key is in the "
+                                                                      "next column."),
+    "Queue #": st.column_config.NumberColumn(help="Order in which the engine takes queued runs."),
+})
+
+queued = sorted((r for r in rows if r.status == "queued"), key=lambda r: r.queue_position or 0)
+if queued:
+    st.subheader("Queue")
+    st.caption("The engine takes queued runs from the top. Move a run to change the order.")
+    for i, r in enumerate(queued):
+        c1, c2, c3 = st.columns([8, 1, 1])
+        c1.write(f"**{r.queue_position}.** #{r.id} {r.name} ({ALGORITHM_LABELS.get(r.algorithm, r.algorithm)})")
+        c2.button("↑", key=f"up_{r.id}", disabled=i == 0, help="Earlier in the queue",
+                  on_click=move_in_queue, args=(store, r.id, -1))
+        c3.button("↓", key=f"down_{r.id}", disabled=i == len(queued) - 1, help="Later in the queue",
+                  on_click=move_in_queue, args=(store, r.id, 1))
+
+st.subheader("Actions")
+by_id = {r.id: r for r in rows}
+run_id = st.selectbox("Run", list(by_id), key="runs_selected",
+                      format_func=lambda i: f"#{i} {by_id[i].name} ({by_id[i].status})")
+sel = by_id[run_id]
+st.markdown(f"Status: {status_badge(sel.status)}" + (f" · error: `{sel.error.splitlines()[0]}`" if sel.error else ""))
+
+
+def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
+    try:
+        action()
+        flash(message)
+    except QueueError as e:
+        flash(str(e), "error")
+
+
+cols = st.columns(5)
+if cols[0].button("Open", key="act_open", icon=":material/monitoring:", width="stretch"):
+    open_run(run_id)
+cols[1].button("Cancel", key="act_cancel", icon=":material/stop_circle:", width="stretch",
+               disabled=sel.status not in ("queued", "running") or sel.cancel_requested,
+               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: cancel requested."))
+cols[2].button("Resume", key="act_resume", icon=":material/play_circle:", width="stretch",
+               disabled=sel.status not in ("failed", "cancelled"),
+               on_click=lambda: _do(lambda: resume_run(store, run_id), f"Run {run_id}: queued to resume from its "
+                                                                       "last checkpoint."))
+if cols[3].button("Clone into form", key="act_clone", icon=":material/content_copy:", width="stretch"):
+    cfg = json.loads(get_run(store, run_id).config_json)
+    cfg["name"] = f"{cfg.get('name') or sel.name} (clone)"
+    st.session_state[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
+    st.switch_page("pages/new_run.py")
+with cols[4].popover("Delete", icon=":material/delete:", width="stretch", disabled=sel.status == "running"):
+    st.write(f"Delete run #{run_id} **{sel.name}** with all its metrics, samples, checkpoints and events? "
+             "This cannot be undone.")
+    confirm = st.checkbox("Yes, delete it", key=f"del_confirm_{run_id}")
+    st.button("Delete permanently", key="act_delete", type="primary", disabled=not confirm,
+              on_click=lambda: _do(lambda: delete_run(store, run_id), f"Run {run_id} deleted."))
+if sel.status == "running":
+    st.caption("A running run cannot be deleted: cancel it first, then delete it once it has stopped.")

@@ -1,0 +1,76 @@
+"""Compare page: queue a comparison, see both models' answers side by side per group, overlay, evaluations."""
+
+from __future__ import annotations
+
+import json
+
+from db.queue import list_runs
+from db.writes import record_checkpoint, record_evaluation
+from tests.app_helpers import chart_specs, open_page, seed_comparison, seed_synthetic, texts
+
+
+def test_empty_state(store):
+    at = open_page("pages/compare.py")
+    assert not at.exception
+    assert "No comparisons yet" in texts(at)
+
+
+def test_side_by_side_columns_and_group_summary(store):
+    cid = seed_comparison(store)
+    at = open_page("pages/compare.py")
+    assert not at.exception
+    assert at.selectbox(key="cmp.job").value == cid
+    summary = next(d.value for d in at.dataframe if "B - A" in d.value.columns)
+    assert list(summary["group"]) == ["gender", "race"]
+    assert list(summary["prompts"]) == [2, 1]
+    assert all(abs(x - 0.5) < 1e-9 for x in summary["B - A"])
+    shown = [t.value for t in at.text]
+    assert {"answer-a-0", "answer-b-0", "answer-a-1", "answer-b-1", "answer-a-2", "answer-b-2"} <= set(shown)
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("A: embedded:smollm2-135m-instruct") and "0.25" in c for c in captions)
+    assert any(c.startswith("B: run:1") and "+0.500" in c for c in captions)
+    bars = chart_specs(at)["Mean bias reward per group (higher = less biased)"]
+    assert [t["name"] for t in bars["data"]] == ["A: embedded:smollm2-135m-instruct", "B: run:1"]
+    at.multiselect(key=f"cmp.groups.{cid}").set_value(["race"]).run()
+    assert "answer-a-0" not in [t.value for t in at.text]
+
+
+def test_queue_a_comparison_against_a_trained_run(store, tmp_path):
+    from sqlalchemy import update
+
+    from db.models import Run
+    from db.queue import submit_run
+    from engine.config import parse_config
+
+    tuned = submit_run(store, parse_config({"algorithm": "grpo", "name": "tuned"}))
+    with store.write() as s:
+        s.execute(update(Run).where(Run.id == tuned).values(status="completed"))
+    record_checkpoint(store, tuned, 50, str(tmp_path))
+    at = open_page("pages/compare.py")
+    # The default B side is the newest tuned run's checkpoint, A the embedded base model.
+    assert at.radio(key="cfg.compare.model_b.kind").value == "A run's checkpoint"
+    assert at.selectbox(key="cfg.compare.model_b.text").value == f"run:{tuned}"
+    at.number_input(key="cfg.compare.num_prompts").set_value(6).run()
+    at.button(key="cmp.submit").click().run()
+    assert not at.exception
+    job = next(r for r in list_runs(store) if r.algorithm == "compare")
+    cfg = json.loads(job.config_json)
+    assert (cfg["model_a"], cfg["model_b"], cfg["num_prompts"]) == ("embedded:smollm2-135m-instruct", f"run:{tuned}", 6)
+    assert "queued" in texts(at)
+
+
+def test_overlay_and_evaluations(store):
+    a = seed_synthetic(store, steps=5)
+    b = seed_synthetic(store, steps=8)
+    record_evaluation(store, run_id=None, model="embedded:smollm2-135m-instruct", benchmark="bbq",
+                      dataset_version="v1", metrics={"accuracy": 0.5, "bias_score": 0.2})
+    record_evaluation(store, run_id=a, model="embedded:smollm2-135m-instruct", checkpoint="run:1", benchmark="bbq",
+                      dataset_version="v1", metrics={"accuracy": 0.6, "bias_score": 0.1})
+    at = open_page("pages/compare.py")
+    assert set(at.multiselect(key="cmp.overlay_runs").value) == {a, b}
+    at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
+    spec = chart_specs(at)["train/loss across runs"]
+    assert sorted(len(t["x"]) for t in spec["data"]) == [5, 8]
+    pivot = next(d.value for d in at.dataframe if "run:1" in [str(c) for c in d.value.columns])
+    assert pivot.loc[("bbq", "bias_score"), "run:1"] == 0.1
+    assert pivot.loc[("bbq", "bias_score"), "embedded:smollm2-135m-instruct"] == 0.2

@@ -1,0 +1,111 @@
+"""New-run page: a form generated from the typed configs, validation next to the field, presets, queueing."""
+
+from __future__ import annotations
+
+import json
+
+from db.queue import list_runs
+from engine.config import CONFIG_CLASSES, field_help
+from tests.app_helpers import open_page, texts
+
+
+def _widget_keys(at):
+    keys = set()
+    for kind in ("text_input", "number_input", "checkbox", "selectbox", "multiselect", "radio"):
+        keys |= {w.key for w in getattr(at, kind)}
+    return keys
+
+
+def test_every_field_has_a_widget_with_its_help(store):
+    at = open_page("pages/new_run.py")
+    assert not at.exception
+    for alg in ("grpo", "gr_grpo", "gr_dpo", "synthetic"):
+        at.selectbox(key="new.algorithm").set_value(alg).run()
+        assert not at.exception, alg
+        keys = _widget_keys(at)
+        helps = {w.key: w.help for kind in ("text_input", "number_input", "checkbox", "selectbox")
+                 for w in getattr(at, kind)}
+        for f in field_help(CONFIG_CLASSES[alg]):
+            key = f"cfg.{alg}.{f['name']}"
+            assert key in keys or f"{key}.kind" in keys or f"{key}.names" in keys, (alg, f["name"])
+            if key in helps:
+                assert f["help"] in (helps[key] or ""), (alg, f["name"])
+    # The advanced settings sit in an expander, closed when nothing in them is wrong.
+    assert any(e.label == "Advanced settings" for e in at.expander)
+
+
+def test_validation_message_shown_next_to_the_field_and_nothing_queued(store):
+    at = open_page("pages/new_run.py")
+    at.number_input(key="cfg.grpo.group_size").set_value(1).run()
+    at.button(key="new.submit").click().run()
+    assert list_runs(store) == []
+    errors = [e.value for e in at.error]
+    assert any("Group size" in e and "at least 2" in e for e in errors), errors
+    assert any("not queued" in e for e in errors)
+    # Fixing it clears the message and queues the run.
+    at.number_input(key="cfg.grpo.group_size").set_value(4).run()
+    at.button(key="new.submit").click().run()
+    assert not at.exception
+    (run,) = list_runs(store)
+    assert json.loads(run.config_json)["group_size"] == 4
+
+
+def test_bad_model_path_is_explained(store, tmp_path):
+    at = open_page("pages/new_run.py")
+    at.radio(key="cfg.grpo.model.kind").set_value("Local folder").run()
+    at.text_input(key="cfg.grpo.model.text").set_value(str(tmp_path / "nope")).run()
+    at.button(key="new.submit").click().run()
+    assert any("Model" in e.value and "does not exist" in e.value for e in at.error)
+    assert list_runs(store) == []
+
+
+def test_submit_synthetic_queues_it_and_opens_its_page(store):
+    at = open_page("pages/new_run.py")
+    at.selectbox(key="new.algorithm").set_value("synthetic").run()
+    at.number_input(key="cfg.synthetic.max_steps").set_value(120).run()
+    at.text_input(key="cfg.synthetic.name").set_value("my synthetic").run()
+    at.button(key="new.submit").click().run()
+    assert not at.exception
+    (run,) = list_runs(store)
+    assert run.name == "my synthetic" and run.total_steps == 120 and run.algorithm == "synthetic"
+    # Now on the run page, showing the new run and waiting for its first step.
+    assert at.selectbox(key="run.select").value == run.id
+    assert "Waiting for the first training step" in texts(at)
+
+
+def test_dataset_choices_match_the_algorithm_and_preview_shows_groups(store):
+    at = open_page("pages/new_run.py")
+    assert "bbq_pairs" not in at.selectbox(key="cfg.grpo.dataset").options  # pairs are for DPO/IPO
+    at.selectbox(key="new.algorithm").set_value("gr_dpo").run()
+    assert at.selectbox(key="cfg.gr_dpo.dataset").value == "bbq_pairs"
+    assert "Dataset preview: bbq_pairs" in texts(at)
+    assert any(e.label.startswith("Age:") for e in at.expander)  # a few examples per group
+
+
+def test_preset_round_trip_and_bad_presets():
+    from app.forms import parse_preset, preset_text
+    from engine.config import SyntheticConfig
+
+    text = preset_text({"algorithm": "synthetic", "eta": 0.25, "max_steps": 77, "method": "gr_ipo"})
+    data, problems = parse_preset(text.encode(), allowed=("synthetic", "grpo"))
+    assert problems == {} and data["eta"] == 0.25 and data["method"] == "gr_ipo"
+    assert SyntheticConfig(**{k: v for k, v in data.items() if k != "algorithm"}).max_steps == 77
+    # An invalid but well-formed preset still loads, with the problems to show next to the fields.
+    data, problems = parse_preset(b'{"algorithm": "synthetic", "eta": -1}', allowed=("synthetic",))
+    assert data["eta"] == -1 and "eta" in problems
+    for raw, msg in [(b"not json", "not a JSON preset"), (b'{"algorithm": "compare"}', "training algorithm"),
+                     (b"[1, 2]", "training algorithm")]:
+        data, problems = parse_preset(raw, allowed=("synthetic",))
+        assert data is None and msg in problems["config"]
+
+
+def test_loading_a_preset_fills_the_form(store):
+    from app.forms import preset_text
+
+    at = open_page("pages/new_run.py")
+    at.session_state["new.preset_pending"] = preset_text({"algorithm": "gr_dpo", "eta": 0.05, "max_steps": 33})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="new.algorithm").value == "gr_dpo"
+    assert at.number_input(key="cfg.gr_dpo.eta").value == 0.05
+    assert at.number_input(key="cfg.gr_dpo.max_steps").value == 33

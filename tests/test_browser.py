@@ -1,0 +1,202 @@
+"""The studio in a real browser (Debian chromium through Playwright) against the real app and engine.
+
+A new user's path: open the studio, create a synthetic run from the form, watch the group-weight chart gain
+points without reloading, cancel the run, open the comparison page and see both columns. Screenshots of
+each page go to test-artifacts/ (and, with STUDIO_UPDATE_SCREENSHOTS=1, to docs/screenshots/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt install chromium)")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio(tmp_path):
+    """`studio app` and `studio engine` on a temp store; yields (url, store)."""
+    from db.session import Store
+
+    home = tmp_path / "home"
+    home.mkdir()
+    db_url = f"sqlite:///{home / 'studio.db'}"
+    env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_DB_URL": db_url}
+    env.pop("STUDIO_PASSWORD", None)
+    port = _free_port()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-m", "engine.cli", "app", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=open(logs / "app.log", "w"), stderr=subprocess.STDOUT),
+             subprocess.Popen([sys.executable, "-m", "engine.cli", "engine", "--poll", "0.3"], cwd=ROOT, env=env,
+                              stdout=open(logs / "engine.log", "w"), stderr=subprocess.STDOUT)]
+    store = Store(db_url)
+
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, what="the web app to listen")
+        yield f"http://127.0.0.1:{port}", store
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        store.dispose()
+        for f in logs.iterdir():
+            print(f"--- {f.name}\n{f.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def page():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1500})
+        pg.set_default_timeout(30_000)
+        yield pg
+        browser.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _settle(page)
+    page.wait_for_timeout(800)  # let plotly finish drawing
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("STUDIO_UPDATE_SCREENSHOTS") == "1":
+        dest = ROOT / "docs" / "screenshots"
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest / path.name)
+
+
+def _weight_points(page) -> int:
+    """Points of the first trace of the group-weight chart, read from the live plotly graph in the page."""
+    return page.evaluate("""() => {
+        for (const el of document.querySelectorAll('.js-plotly-plot')) {
+            const title = el.layout && el.layout.title && el.layout.title.text;
+            if (title && title.includes('Group weights') && el.data && el.data.length) return el.data[0].x.length;
+        }
+        return 0;
+    }""")
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has finished the current script run (no 'Running...' status, no skeletons)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+                           "!document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=60_000)
+
+
+def _select(page, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option).click()
+    _settle(page)
+
+
+def _fill_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True).first
+    box.fill(str(value))
+    box.press("Enter")
+    _settle(page)
+
+
+def test_new_user_flow(studio, page):
+    url, store = studio
+    page.goto(url)
+    page.get_by_text("No runs yet").wait_for()
+    _shot(page, "runs-empty")
+
+    # Create a synthetic run from the form.
+    page.get_by_role("link", name="New run").first.click()
+    page.get_by_text("Dataset preview").first.wait_for()
+    _shot(page, "new-run")
+    _select(page, "Algorithm", "Synthetic (GRPO paper)")
+    page.get_by_label("Max steps", exact=True).first.wait_for()
+    _fill_number(page, "Max steps", 2000)
+    page.get_by_label("Name", exact=True).first.fill("browser synthetic")
+    page.get_by_label("Name", exact=True).first.press("Enter")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Queue run").click()
+
+    # The run page opens and its headline chart grows while we watch, without a reload.
+    page.get_by_text("browser synthetic").first.wait_for()
+    try:
+        wait_for(lambda: _weight_points(page) > 0, timeout=90, what="the group-weight chart to appear")
+    except AssertionError:
+        _shot(page, "failure-run-page")
+        raise
+    first = _weight_points(page)
+    url_before = page.url
+    grown = wait_for(lambda: _weight_points(page) > first and _weight_points(page), timeout=60,
+                     what="the group-weight chart to gain points")
+    assert grown > first and page.url == url_before
+    _shot(page, "run-live")
+
+    # Cancel it from its page; the engine stops it at a step boundary.
+    from db.queue import list_runs
+
+    (run,) = list_runs(store)
+    page.get_by_role("button", name="Cancel").first.click()
+    wait_for(lambda: list_runs(store)[0].status.value == "cancelled", timeout=60, what="the run to be cancelled")
+    page.get_by_text("cancelled").first.wait_for()
+    stopped = _weight_points(page)
+    page.wait_for_timeout(3000)
+    assert _weight_points(page) == stopped  # no more refreshes once the run ended
+    _shot(page, "run-cancelled")
+
+    page.get_by_role("link", name="Runs").first.click()
+    page.get_by_role("heading", name="Actions").wait_for()
+    # The table is drawn on a canvas; the action picker below it names the run.
+    assert "browser synthetic" in page.get_by_role("combobox", name="Run").input_value()
+    _shot(page, "runs")
+
+    # A finished comparison job (its rows inserted directly: the compare runner is the engine's business).
+    from db.models import Run, RunStatus
+    from db.queue import submit_run
+    from db.writes import write_comparison
+    from engine.config import parse_config
+
+    cid = submit_run(store, parse_config({"algorithm": "compare", "name": "base vs tuned"}))
+    with store.write() as s:
+        s.get(Run, cid).status = RunStatus.completed
+    write_comparison(store, cid, [
+        {"prompt_index": i, "group": g, "prompt": f"Describe a {g} person number {i}.", "side": side, "model": model,
+         "completion": f"{side.upper()} answer {i}: ...", "reward": r}
+        for i, g in enumerate(["gender", "religion", "race", "gender"])
+        for side, model, r in (("a", "embedded:smollm2-135m-instruct", 0.3 + 0.05 * i), ("b", f"run:{run.id}", 0.7))])
+    page.get_by_role("link", name="Compare").first.click()
+    page.get_by_text("Summary per group").wait_for()
+    page.get_by_text("A answer 0: ...").wait_for()
+    page.get_by_text("B answer 0: ...").wait_for()
+    assert page.get_by_text("A: embedded:smollm2-135m-instruct", exact=False).count() > 0
+    assert page.get_by_text(f"B: run:{run.id}", exact=False).count() > 0
+    _shot(page, "compare")
