@@ -101,8 +101,10 @@ class MetricPoint(Base):
     value: Mapped[float | None] = mapped_column(Float)
     time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    # (run, key, step) is unique and is also the index that serves "series since step N".
-    __table_args__ = (UniqueConstraint("run_id", "key", "step", name="uq_metric_points_run_key_step"),)
+    # (run, key, step) is unique and serves "series since step N"; the covering index adds the value so chart
+    # reads (downsampling included) never touch the table itself.
+    __table_args__ = (UniqueConstraint("run_id", "key", "step", name="uq_metric_points_run_key_step"),
+                      Index("ix_metric_points_series", "run_id", "key", "step", "value"))
 
 
 class GroupStat(Base):
@@ -120,7 +122,8 @@ class GroupStat(Base):
     count: Mapped[int | None] = mapped_column(Integer)
     extra: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
-    __table_args__ = (UniqueConstraint("run_id", "step", "group", name="uq_group_stats_run_step_group"),)
+    __table_args__ = (UniqueConstraint("run_id", "step", "group", name="uq_group_stats_run_step_group"),
+                      Index("ix_group_stats_series", "run_id", "group", "step"))
 
 
 class Sample(Base):

@@ -78,7 +78,8 @@ def _fmt_age(seconds: float | None) -> str:
 # --------------------------------------------------------------------------------------------- services
 def _app_cmd(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.address", host,
-            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]
 
 
 def _check_network_safety(host: str) -> None:

@@ -84,13 +84,14 @@ def test_truncate_after_drops_only_later_steps(store):
         assert s.get(Run, run_id).last_step == 3
 
 
-def test_series_since_step_uses_the_unique_index(store):
+def test_series_since_step_is_served_by_the_covering_index(store):
     with store.read_engine.connect() as c:
         plan = c.exec_driver_sql("EXPLAIN QUERY PLAN SELECT step, value FROM metric_points "
                                  "WHERE run_id = 1 AND key = 'loss' AND step > 10 ORDER BY step").fetchall()
     detail = " ".join(str(r[-1]) for r in plan)
-    # SQLite serves the unique constraint with its own automatic index: a range seek, never a table scan.
-    assert "USING INDEX" in detail and "run_id=? AND key=? AND step>?" in detail, detail
+    # A range seek on the covering index: the table itself is never read, let alone scanned.
+    assert "USING COVERING INDEX ix_metric_points_series" in detail, detail
+    assert "run_id=? AND key=? AND step>?" in detail, detail
     assert "SCAN metric_points" not in detail and "TEMP B-TREE" not in detail, detail
 
 
