@@ -383,7 +383,7 @@ CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {
 }
 ALGORITHM_LABELS = {
     "grpo": "BiasGRPO", "gr_grpo": "Group-robust GRPO", "dpo": "DPO", "ipo": "IPO", "is_dpo": "IS-DPO",
-    "is_ipo": "IS-IPO", "gr_dpo": "GR-DPO", "gr_ipo": "GR-IPO", "synthetic": "Synthetic (GRPO paper)",
+    "is_ipo": "IS-IPO", "gr_dpo": "GR-DPO", "gr_ipo": "GR-IPO", "synthetic": "Synthetic (group-robust paper)",
     "compare": "Comparison", "eval": "Evaluation",
 }
 TRAINING_ALGORITHMS = tuple(a for a in CONFIG_CLASSES if a not in ("compare", "eval"))

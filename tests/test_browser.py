@@ -139,7 +139,7 @@ def test_new_user_flow(studio, page):
     page.get_by_role("link", name="New run").first.click()
     page.get_by_text("Dataset preview").first.wait_for()
     _shot(page, "new-run")
-    _select(page, "Algorithm", "Synthetic (GRPO paper)")
+    _select(page, "Algorithm", "Synthetic (group-robust paper)")
     page.get_by_label("Max steps", exact=True).first.wait_for()
     _fill_number(page, "Max steps", 2000)
     page.get_by_label("Name", exact=True).first.fill("browser synthetic")
