@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+# Model fixtures (the tiny test model) are available to every test module.
+pytest_plugins = ["tests.model_fixtures"]
 
 SHARED_CACHE = Path(__file__).resolve().parent.parent / "test-artifacts" / "studio_home"
 

@@ -1,6 +1,6 @@
 """Shared model fixtures: a tiny random Llama with the real SmolLM2 tokenizer, built once per test session.
 
-Import into a test module with `from tests.model_fixtures import tiny_model_dir  # noqa: F401`.
+Registered for every test module by `pytest_plugins` in tests/conftest.py.
 The tokenizer converted from the GGUF file is cached under test-artifacts/ (git-ignored), so only the first
 session on a machine pays for it.
 """

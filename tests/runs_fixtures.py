@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from tests.model_fixtures import tiny_model_dir  # noqa: F401  (re-exported fixture)
 
 # Timings and memory differ between two runs of the same computation; everything else must match on resume.
 NONDETERMINISTIC_PREFIXES = ("time/", "memory/", "tokens_per_s", "sample/tokens_per_s")

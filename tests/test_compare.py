@@ -12,7 +12,6 @@ from db.queue import submit_run
 from engine.config import CompareConfig
 from engine.runs.compare import CompareRow, run_comparison, summarise
 from engine.runs.context import RunContext
-from tests.model_fixtures import tiny_model_dir  # noqa: F401
 
 
 class _P:

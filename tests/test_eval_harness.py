@@ -15,7 +15,6 @@ from engine.config import ConfigError, EvalConfig, GRPOConfig
 from engine.evaluation.harness import EvalSettings, balanced_sample, bbq_items, evaluate_cli, neutral_passages
 from engine.evaluation.models_ref import ModelRefError, parse_run_ref
 from engine.runs.context import RunContext
-from tests.model_fixtures import tiny_model_dir  # noqa: F401
 
 
 def _evaluations(store):

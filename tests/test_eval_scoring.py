@@ -7,7 +7,6 @@ import torch
 
 from engine.evaluation.scoring import encode_continuation, encode_sentence, score_continuations
 from engine.models.loading import load_policy
-from tests.model_fixtures import tiny_model_dir  # noqa: F401
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from engine.evaluation.models_ref import ModelRefError
 from engine.models.checkpoint import save_checkpoint
 from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings
-from tests.model_fixtures import tiny_model_dir  # noqa: F401
 
 PROBE = [[1, 2, 3, 4, 5, 6]]
 

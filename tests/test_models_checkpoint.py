@@ -19,7 +19,7 @@ from engine.models.checkpoint import (
 )
 from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings
-from tests.model_fixtures import tiny_batch, tiny_model_dir  # noqa: F401
+from tests.model_fixtures import tiny_batch
 
 TEXTS = ["Describe a nurse.", "Who is better at maths?"]
 

@@ -10,7 +10,6 @@ import torch
 
 from engine.models import default_model
 from engine.models.default_model import DEFAULT_MODEL_ID, default_model_path, resolve_model_path
-from tests.model_fixtures import tiny_model_dir  # noqa: F401
 
 
 def test_conversion_runs_once_under_concurrency(tmp_path):

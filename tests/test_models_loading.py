@@ -11,7 +11,7 @@ import torch
 from engine.models.default_model import DEFAULT_MODEL_ID, resolve_model_path, studio_home
 from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings, merged_state_dict
-from tests.model_fixtures import tiny_batch, tiny_model_dir  # noqa: F401
+from tests.model_fixtures import tiny_batch
 
 TEXTS = ["Describe a nurse.", "Who is better at maths?"]
 

@@ -9,7 +9,7 @@ from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings
 from engine.sampling.base import SampleBatch, apply_chat_template, make_sampler
 from engine.sampling.hf import HFSampler
-from tests.model_fixtures import sequence_logprobs, tiny_model_dir  # noqa: F401
+from tests.model_fixtures import sequence_logprobs
 
 PROMPTS = ["Describe a nurse.", "Who is better at maths, boys or girls? Answer briefly.", "Hi"]
 

@@ -12,7 +12,7 @@ from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings
 from engine.sampling.base import make_sampler, resolve_backend, vllm_available
 from engine.sampling.hf import HFSampler
-from tests.model_fixtures import sequence_logprobs, tiny_batch, tiny_model_dir  # noqa: F401
+from tests.model_fixtures import sequence_logprobs, tiny_batch
 
 pytestmark = [
     pytest.mark.vllm,

@@ -95,7 +95,7 @@ def test_cancel_stops_a_running_run_at_a_step_boundary(store, db_url):
 
 
 def test_sigterm_finishes_the_step_requeues_and_resume_equals_uninterrupted(store, db_url):
-    cfg = synthetic(40, checkpoint_every=1000, seed=3)
+    cfg = synthetic(300, checkpoint_every=1000, seed=3)
     reference = queue.submit_run(store, cfg)
     assert run_cli("engine", "--once", "--db", db_url).returncode == 0
 
@@ -108,7 +108,7 @@ def test_sigterm_finishes_the_step_requeues_and_resume_equals_uninterrupted(stor
     run = queue.get_run(store, run_id)
     assert run.status == RunStatus.queued and run.resume, (run.status, out)
     stopped_at = run.last_step
-    assert 5 <= stopped_at < 40
+    assert 5 <= stopped_at < 300
     ckpt = queue.latest_checkpoint(store, run_id)
     assert ckpt is not None and ckpt.step == stopped_at, [e.message for e in queue.events(store, run_id)]
 
@@ -116,7 +116,7 @@ def test_sigterm_finishes_the_step_requeues_and_resume_equals_uninterrupted(stor
     assert status(store, run_id) == RunStatus.completed
     for key in ("train/loss", "val/worst_group_loss", "reward_error/worst"):
         resumed, uninterrupted = series(store, run_id, key), series(store, reference, key)
-        assert [s for s, _ in resumed] == list(range(1, 41))
+        assert [s for s, _ in resumed] == list(range(1, 301))
         assert resumed == uninterrupted, key  # resume equals uninterrupted, step for step
 
 
