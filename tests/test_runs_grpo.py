@@ -16,7 +16,7 @@ from tests.runs_fixtures import (
     metrics_by_step,
     run_in_process,
     sample_count,
-    )
+)
 
 STEP_KEYS = {"reward/mean", "reward/std", "kl", "entropy", "clip/low", "clip/high", "completion/len_mean",
              "completion/len_max", "completion/truncated_frac", "zero_var_frac", "reward/nan_count", "lr",

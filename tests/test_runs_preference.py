@@ -14,7 +14,6 @@ from tests.runs_fixtures import (
     metrics_by_step,
     preference_config,
     run_in_process,
-    tiny_model_dir,  # noqa: F401
 )
 
 VARIANTS = ("dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo")

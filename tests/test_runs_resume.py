@@ -17,7 +17,7 @@ from tests.runs_fixtures import (
     metrics_by_step,
     preference_config,
     run_in_process,
-    )
+)
 
 
 def _assert_same_metrics(a: dict, b: dict, rel: float = 1e-4, abs_: float = 1e-5) -> None:
