@@ -16,14 +16,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.paths import studio_home
+
 BUSY_TIMEOUT_MS = 30_000
-
-
-def studio_home() -> Path:
-    """Where the studio keeps its database, model cache and checkpoints ($STUDIO_HOME or ~/.cache/bias-studio)."""
-    home = Path(os.environ.get("STUDIO_HOME", Path.home() / ".cache" / "bias-studio")).expanduser()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
 
 
 def default_url() -> str:

@@ -18,6 +18,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from engine.paths import studio_home
+
 DEFAULT_MODEL_ID = "embedded:smollm2-135m-instruct"
 EMBEDDED_PREFIX = "embedded:"
 
@@ -27,12 +29,6 @@ _SMOLLM2_FOLDER = "smollm2-135m-instruct"
 # Bump when the conversion recipe changes so stale caches are rebuilt rather than trusted.
 _CONVERSION_VERSION = "1"
 _MARKER = ".converted"
-
-
-def studio_home() -> Path:
-    """Root of the studio's user cache: $STUDIO_HOME, else ~/.cache/bias-studio."""
-    env = os.environ.get("STUDIO_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "bias-studio"
 
 
 def smollm2_gguf_path() -> Path:
