@@ -319,11 +319,15 @@ def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id
 @reward_app.command("train")
 @friendly
 def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (default: the studio's reward model)."),
-                 epochs: int = typer.Option(3), seed: int = typer.Option(0)) -> None:
-    """Train the studio's bias reward model (MiniLM) on a CPU in minutes."""
+                 epochs: int = typer.Option(3, help="Training epochs."), seed: int = typer.Option(0),
+                 layers: int = typer.Option(2, help="Top encoder layers to fine-tune (the rest stay frozen)."),
+                 max_train: Optional[int] = typer.Option(None, help="Cap on training examples (quick runs)."),
+                 ship: bool = typer.Option(False, help="Also refresh the tensors shipped in engine/rewards/shipped/.")
+                 ) -> None:
+    """Train the studio's bias reward model (MiniLM, top layers + head) on a CPU in minutes."""
     from engine.rewards.train import train_cli
 
-    train_cli(out=out, epochs=epochs, seed=seed)
+    train_cli(out=out, epochs=epochs, seed=seed, ship=ship, layers=layers, max_train=max_train)
 
 
 @app.command()

