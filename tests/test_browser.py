@@ -141,7 +141,8 @@ def test_new_user_flow(studio, page):
     _shot(page, "new-run")
     _select(page, "Algorithm", "Synthetic (group-robust paper)")
     page.get_by_label("Max steps", exact=True).first.wait_for()
-    _fill_number(page, "Max steps", 2000)
+    # Long enough that it cannot finish before the cancel below, however busy the machine.
+    _fill_number(page, "Max steps", 50000)
     page.get_by_label("Name", exact=True).first.fill("browser synthetic")
     page.get_by_label("Name", exact=True).first.press("Enter")
     page.wait_for_timeout(500)
