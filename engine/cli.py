@@ -141,6 +141,20 @@ def app_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8501
 
 
 # ------------------------------------------------------------------------------------------------ runs
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs; a VALUE that parses as JSON (numbers, true, lists) is taken as JSON, else as text."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def _load_config_file(path: Path, overrides: list[str]) -> Any:
     from engine.config import parse_config
 
@@ -150,15 +164,9 @@ def _load_config_file(path: Path, overrides: list[str]) -> Any:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CLIError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    for item in overrides:
-        if "=" not in item:
-            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            data[key] = json.loads(value)
-        except json.JSONDecodeError:
-            data[key] = value
-    return parse_config(data)
+    if not isinstance(data, dict):
+        raise CLIError(f"{path} must hold a JSON object with an 'algorithm' field (see examples/)")
+    return parse_config({**data, **_parse_overrides(overrides)})
 
 
 @app.command()
@@ -246,16 +254,7 @@ def clone(run_id: int, set_: list[str] = typer.Option([], "--set", help="Overrid
     """Queue a copy of a run's config (with overrides)."""
     from db.queue import clone_run
 
-    overrides: dict[str, Any] = {}
-    for item in set_:
-        if "=" not in item:
-            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        try:
-            overrides[k] = json.loads(v)
-        except json.JSONDecodeError:
-            overrides[k] = v
-    typer.echo(f"queued run {clone_run(_store(db), run_id, overrides)} (clone of {run_id})")
+    typer.echo(f"queued run {clone_run(_store(db), run_id, _parse_overrides(set_))} (clone of {run_id})")
 
 
 @app.command()
