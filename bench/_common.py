@@ -3,8 +3,6 @@
 - ``SHAPES`` / ``make_random_model``: randomly initialised models of real architectures (SmolLM2-135M, Qwen2.5-0.5B)
   with the SmolLM2 tokenizer, for machines that hold no weights (the GPU machine). Weights do not change the
   cost of a step once the completion length is forced.
-- ``force_completion_length``: make the studio's samplers produce exactly ``max_new_tokens`` tokens (EOS
-  ignored), the same work TRL does with ``min_new_tokens == max_new_tokens``.
 - ``Baton``: strict turn-taking between two training loops that each own their own loop (TRL's ``Trainer.train``
   and the studio's ``execute(ctx)``), so one invocation alternates their steps and both see the same machine load.
 - ``MemoryWatch``: peak memory of one step, as the rise above the step's start (the two trainers share one process,
@@ -14,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import math
 import os
@@ -23,7 +20,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,46 +116,6 @@ def resolve_bench_model(spec: str, workdir: Path, *, dtype: str = "float32") -> 
     if not Path(spec).is_dir():
         raise ValueError(f"model {spec!r} is not 'default', 'tiny', 'shape:NAME' or an existing model folder")
     return spec
-
-
-# ------------------------------------------------------------------------------------------- forced length
-
-@contextlib.contextmanager
-def force_completion_length(backend: str) -> Iterator[None]:
-    """Inside this block the studio's sampler (``backend`` "hf" or "vllm", as resolved by
-    engine.sampling.base.resolve_backend) never stops at EOS, so every completion has ``max_new_tokens`` tokens.
-
-    The engine has no such option yet (see the report: ``Sampler.generate(..., ignore_eos=True)``); until it has,
-    the benchmark swaps the one point where EOS is decided: the HF sampler's stop ids (an id no model can emit, so
-    ``generate`` runs to max_new_tokens), or vLLM's ``SamplingParams`` (built with ``ignore_eos=True``). Nothing else
-    about sampling changes: the same distributions, kernels and batching as in a real run.
-    """
-    if backend == "hf":
-        from engine.sampling import hf as hf_mod
-
-        saved_collect = hf_mod.HFSampler._collect_eos_ids
-        hf_mod.HFSampler._collect_eos_ids = lambda self: [2**31 - 1]  # type: ignore[assignment]
-        try:
-            yield
-        finally:
-            hf_mod.HFSampler._collect_eos_ids = saved_collect  # type: ignore[assignment]
-        return
-    if backend != "vllm":
-        raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")
-    import vllm as vllm_mod
-    import vllm.entrypoints.llm
-
-    saved_params = vllm_mod.SamplingParams
-
-    def _params(*args: Any, **kwargs: Any) -> Any:
-        kwargs["ignore_eos"] = True
-        return saved_params(*args, **kwargs)
-
-    vllm_mod.SamplingParams = _params  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        vllm_mod.SamplingParams = saved_params  # type: ignore[assignment]
 
 
 # ------------------------------------------------------------------------------------------- turn taking

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--model", default="default", help="default | tiny | shape:smollm2-135m | shape:qwen2.5-0.5b | folder")
     p.add_argument("--pairs", type=int, default=8, help="preference pairs per step")
-    p.add_argument("--micro-batch", type=int, default=4, help="pairs per forward/backward on every side")
+    p.add_argument("--micro-batch", type=int, default=8, help="pairs per forward/backward on every side")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=5e-6)

@@ -39,7 +39,6 @@ from bench._common import (
     BenchContext,
     SideRecord,
     environment,
-    force_completion_length,
     grad_norm,
     markdown_table,
     median,
@@ -267,6 +266,7 @@ def _studio_config(a: argparse.Namespace, model_path: str) -> Any:
         loss_aggregation=a.loss, ratio_level="token", epsilon_low=0.2, epsilon_high=0.28, max_grad_norm=1.0,
         eval_prompts=0, max_steps=a.warmup + a.steps, checkpoint_every=0, use_lora=a.lora, device=a.device,
         seed=a.seed, group_sampling="balanced",
+        ignore_eos=True,  # forced length, the engine's own option (TRL side: min_new_tokens)
     )
 
 
@@ -328,13 +328,11 @@ def run_trl(a: argparse.Namespace, model_path: str, prompts: list[str], baton: B
 
 def run_studio(a: argparse.Namespace, cfg: Any, baton: Baton, record: SideRecord, workdir: Path) -> None:
     from engine.runs import grpo
-    from engine.sampling.base import resolve_backend
 
     try:
-        with force_completion_length(resolve_backend(cfg.sampler)):
-            ctx = BenchContext("studio", cfg, baton, record, a.device, a.warmup, workdir / "studio-run",
-                               work=lambda m: m["completion/len_mean"] * cfg.prompts_per_step * cfg.group_size)
-            grpo.execute(ctx)
+        ctx = BenchContext("studio", cfg, baton, record, a.device, a.warmup, workdir / "studio-run",
+                           work=lambda m: m["completion/len_mean"] * cfg.prompts_per_step * cfg.group_size)
+        grpo.execute(ctx)
         baton.finish("studio")
     except BaseException as exc:
         baton.finish("studio", exc)
@@ -354,32 +352,14 @@ def _train_flops_per_token(model_path: str) -> float:
     return 2.0 * (layers * per_layer + h * vocab)
 
 
-def forward_logprobs_kept(model: Any, rows: Any, *, temperature: float = 1.0, device: str = "cpu") -> Any:
-    """PROTOTYPE of a change to engine.runs.train_common.forward_logprobs: ask the model for logits only from the
-    first position any row scores (``logits_to_keep``), so the LM head and the log-softmax skip the prompt.
-    Returns (B, L-1) like forward_logprobs (positions before the first scored one hold 0)."""
-    import torch
-
-    from engine.algorithms.logprobs import token_logprobs
-    from engine.runs.train_common import autocast
-
-    first = int(rows.target_mask.float().argmax(1).min())  # earliest scored target position over the rows
-    keep = rows.input_ids.shape[1] - first  # logits for positions first .. L-1
-    with autocast(device):
-        logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask, use_cache=False,
-                       logits_to_keep=keep).logits  # (B, keep, V)
-    logits = logits[:, :-1]  # (B, keep-1, V): position t predicts token t+1
-    if temperature != 1.0:
-        logits = logits / temperature
-    logp = token_logprobs(logits, rows.input_ids[:, first + 1:])  # (B, L-1-first)
-    out = torch.zeros(rows.target_mask.shape, dtype=logp.dtype, device=logp.device)
-    return torch.cat([out[:, :first], logp], dim=1)
+LAYOUTS = ("right", "aligned", "packed", "shared")
 
 
-def prototype_logits_to_keep(model_path: str, device: str, *, prompts: list[str], completion_len: int,
-                             micro_batch: int, repeats: int = 3, seed: int = 0) -> dict[str, float]:
-    """Time forward + backward of one micro-batch through the engine's forward_logprobs and through the
-    logits_to_keep prototype (alternating, medians), and check that the scored log-probs agree."""
+def layout_ab(model_path: str, device: str, *, prompts: list[str], completion_len: int, micro_batch: int,
+              group_size: int, repeats: int = 3, seed: int = 0) -> dict[str, float]:
+    """Forward + backward of one GRPO micro-batch (micro_batch / G step prompts, G random completions of the
+    forced length each) through each row layout of the engine's ``forward_logprobs``, taking turns, medians; and
+    the largest difference of the scored log-probs from the "right" layout."""
     import torch
 
     from engine.models.loading import load_policy
@@ -389,31 +369,31 @@ def prototype_logits_to_keep(model_path: str, device: str, *, prompts: list[str]
     pol = load_policy(model_path, device=device, need_reference=False)
     tok = pol.tokenizer
     gen = torch.Generator().manual_seed(seed)
-    p_ids = [apply_chat_template(tok, q) for q in prompts[:micro_batch]]
+    n_prompts = max(1, micro_batch // group_size)
+    p_ids = [apply_chat_template(tok, q) for q in prompts[:n_prompts] for _ in range(group_size)][:micro_batch]
     c_ids = torch.randint(3, len(tok), (len(p_ids), completion_len), generator=gen).tolist()
     rows = padded_rows(p_ids, c_ids, tok.pad_token_id, device=device)
     m = rows.target_mask > 0
-    times: dict[str, list[float]] = {"engine": [], "kept": []}
+    times: dict[str, list[float]] = {name: [] for name in LAYOUTS}
     diff = 0.0
     for _ in range(repeats):
-        for name in ("engine", "kept"):
+        for name in LAYOUTS:
             pol.model.zero_grad(set_to_none=True)
             sync(device)
             t0 = now()
-            if name == "engine":
-                logp, _ = forward_logprobs(pol.model, rows, device=device)
-            else:
-                logp = forward_logprobs_kept(pol.model, rows, device=device)
+            logp, _ = forward_logprobs(pol.model, rows, device=device, layout=name)
             (logp * rows.target_mask).sum().backward()
             sync(device)
             times[name].append(now() - t0)
-            if name == "engine":
+            if name == "right":
                 ref = logp.detach()
             else:
                 diff = max(diff, float((logp.detach() - ref)[m].abs().max()))
-    e, k = median(times["engine"]), median(times["kept"])
-    return {"engine_s": e, "kept_s": k, "saving": 1 - k / e, "max_abs_diff": diff,
-            "prompt_tokens": sum(map(len, p_ids)) / len(p_ids), "completion_len": completion_len}
+    out = {f"{name}_s": median(times[name]) for name in LAYOUTS}
+    prompt_lens = [len(p) for p in p_ids]
+    out.update(max_abs_diff=diff, rows=len(p_ids), prompt_tokens_min=min(prompt_lens),
+               prompt_tokens_max=max(prompt_lens), completion_len=completion_len)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,8 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-guard", action="store_true")
     p.add_argument("--guard-only", action="store_true")
-    p.add_argument("--proto-logits-to-keep", action="store_true",
-                   help="only time the logits_to_keep prototype of forward_logprobs against the engine's version")
+    p.add_argument("--layout-ab", action="store_true",
+                   help="only time one micro-batch's forward+backward through each row layout of forward_logprobs")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--workdir", type=Path, help="scratch folder (random models are cached here)")
     a = p.parse_args(argv)
@@ -454,13 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
     out: dict[str, Any] = {"env": env, "args": {k: str(v) for k, v in vars(a).items()}}
 
-    if a.proto_logits_to_keep:
+    if a.layout_ab:
         cfg = _studio_config(a, model_path)
-        res = prototype_logits_to_keep(model_path, a.device, prompts=_step_prompts(cfg), completion_len=a.completion_len,
-                                       micro_batch=a.micro_batch)
-        print("\nforward+backward of one micro-batch, engine forward_logprobs vs logits_to_keep prototype:")
+        res = layout_ab(model_path, a.device, prompts=_step_prompts(cfg), completion_len=a.completion_len,
+                        micro_batch=a.micro_batch, group_size=a.group_size)
+        print("\nforward+backward of one micro-batch through each row layout of engine forward_logprobs:")
         print(markdown_table(list(res), [list(res.values())]))
-        out["proto_logits_to_keep"] = res
+        out["layout_ab"] = res
         _write_json(a.json, out)
         return 0
     if not a.skip_guard:

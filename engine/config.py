@@ -195,6 +195,11 @@ class GRPOConfig(LLMRunConfig):
     top_p: float = _f(1.0, "Nucleus sampling threshold.", section="sampling", advanced=True, gt=0.0, le=1.0)
     sampler: Literal["auto", "vllm", "hf"] = _f("auto", "Sampling backend: auto uses vLLM when it is installed.",
                                                section="sampling", advanced=True)
+    static_cache: Literal["auto", "on", "off"] = _f(
+        "auto", "HF sampler only: a fixed-shape KV cache whose decoding step transformers compiles (auto: on on a "
+        "GPU, off on the CPU, where the compile rarely pays for itself).", section="sampling", advanced=True)
+    ignore_eos: bool = _f(False, "Keep sampling past EOS up to max_new_tokens, so every completion has the same "
+                          "length (for benchmarks; leave off for real runs).", section="sampling", advanced=True)
     rewards: list[RewardSpec] = _f([RewardSpec()], "Reward terms, summed with their weights.", section="reward")
     beta: float = _f(0.04, "KL penalty coefficient to the reference model (0 skips the reference).", section="loss",
                      ge=0.0, le=10.0)
@@ -264,6 +269,10 @@ class PreferenceConfig(LLMRunConfig):
     learning_rate: float = _f(5e-6, "Optimizer learning rate (AdamW).", section="optimizer")
     beta: float = _f(0.1, "Strength of the pull to the reference model.", section="loss")
     batch_size: int = _f(8, "Preference pairs per step.", section="optimizer", ge=1)
+    micro_batch_size: int = _f(
+        16, "Sequences per forward/backward pass (2 per pair); lower it if memory runs out. Group-robust runs whose "
+        "batch needs more than one pass pay one extra forward per step to weigh the groups first.",
+        section="optimizer", advanced=True, ge=1)
     max_length: int = _f(256, "Maximum prompt + answer length in tokens; longer pairs are truncated.",
                          section="optimizer", advanced=True, ge=8)
     group_sampling: Literal["balanced", "random"] = _f(

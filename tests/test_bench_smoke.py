@@ -1,5 +1,6 @@
 """The TRL side-by-side benchmarks stay runnable: both scripts at a tiny size on the CPU (no timing assertions),
-plus the pieces they rely on (turn taking, forced completion length)."""
+plus the turn taking they rely on. (The forced completion length is the engine's own ``ignore_eos`` option,
+tested with the samplers.)"""
 
 from __future__ import annotations
 
@@ -96,28 +97,3 @@ def test_baton_error_wakes_waiting_sides():
     t.join(timeout=20)
     assert not t.is_alive()
     assert len(raised) == 1 and isinstance(raised[0].__cause__, ValueError)
-
-
-def test_forced_length_makes_hf_sampler_ignore_eos(studio_home, tmp_path):
-    import torch
-
-    from bench._common import force_completion_length
-    from engine.models.loading import load_policy
-    from engine.models.tiny import make_tiny_model
-    from engine.sampling.hf import HFSampler
-
-    policy = load_policy(str(make_tiny_model(tmp_path / "tiny")), device="cpu", need_reference=False)
-    # all-zero logits (final norm scaled to 0): greedy takes token 0, which we declare an EOS id, so without
-    # forcing every completion stops after one token
-    with torch.no_grad():
-        policy.model.model.norm.weight.zero_()
-    policy.model.generation_config.eos_token_id = [0, policy.tokenizer.eos_token_id]
-    plain = HFSampler(policy).generate(["Hello"], n=2, max_new_tokens=6, greedy=True)
-    assert all(len(c) < 6 for c in plain.completion_ids)
-    with force_completion_length("hf"):
-        forced = HFSampler(policy).generate(["Hello"], n=2, max_new_tokens=6, greedy=True)
-    assert [len(c) for c in forced.completion_ids] == [6, 6]
-    assert all(forced.truncated)
-    # the patch is scoped: outside the block EOS stops generation again
-    again = HFSampler(policy).generate(["Hello"], n=2, max_new_tokens=6, greedy=True)
-    assert all(len(c) < 6 for c in again.completion_ids)

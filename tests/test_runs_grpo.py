@@ -132,6 +132,23 @@ def test_grpo_run_in_process_writes_every_metric(store, tiny_model_dir):
     assert {"reward/age", "reward/disability"} <= set(evals[0][2])  # per group (2 prompts: the first 2 groups)
 
 
+def test_ignore_eos_config_reaches_the_sampler_and_fixes_the_length(store, tiny_model_dir, monkeypatch):
+    from engine.sampling.hf import HFSampler
+
+    seen = []
+    real = HFSampler.generate
+
+    def spy(self, prompts, **kw):
+        seen.append(kw.get("ignore_eos", False))
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(HFSampler, "generate", spy)
+    rid = run_in_process(store, grpo_config(str(tiny_model_dir), ignore_eos=True, eval_prompts=0))
+    assert seen == [True, True]  # one generate per training step, each with the option
+    for m in metrics_by_step(store, rid).values():
+        assert m["completion/len_mean"] == 6 and m["completion/len_max"] == 6
+
+
 def test_nan_and_empty_rewards_do_not_crash_and_are_counted(store, tiny_model_dir, monkeypatch):
     """A reward that cannot score some completions (NaN) or none of them: zero advantage, counted, no crash."""
     import engine.rewards.base as rewards_base

@@ -134,3 +134,58 @@ def test_static_cache_option_gives_the_same_greedy_output(policy, sampler):
     assert static.completion_ids == dynamic.completion_ids
     for a, b in zip(static.logprobs, dynamic.logprobs):
         torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def eos_loving_policy(tiny_model_dir):
+    """The tiny model with +30 on the EOS logit (a hook on the output layer): it ends almost every completion
+    with EOS at once, so an ignore_eos sampler has something to ignore."""
+    fresh = load_policy(str(tiny_model_dir), lora=None, need_reference=False)
+    eos = fresh.tokenizer.eos_token_id
+
+    def boost(_module, _inputs, out):
+        out = out.clone()
+        out[..., eos] += 30.0
+        return out
+
+    handle = fresh.model.get_output_embeddings().register_forward_hook(boost)
+    yield fresh
+    handle.remove()
+
+
+def test_ignore_eos_samples_exactly_max_new_tokens_from_the_same_distribution(eos_loving_policy):
+    policy = eos_loving_policy
+    eos = policy.tokenizer.eos_token_id
+    sampler = HFSampler(policy)
+    stopped = sampler.generate(PROMPTS, n=2, max_new_tokens=7, seed=0)
+    assert all(ids == [eos] for ids in stopped.completion_ids)  # without the option: EOS ends every completion
+    batch = sampler.generate(PROMPTS, n=2, max_new_tokens=7, seed=0, ignore_eos=True)
+    assert all(len(ids) == 7 for ids in batch.completion_ids)
+    assert all(batch.truncated)
+    assert sum(ids.count(eos) for ids in batch.completion_ids) > len(batch)  # EOS is still sampled, not banned
+    for row in range(len(batch)):
+        expected = sequence_logprobs(policy.model, batch.prompt_ids[row], batch.completion_ids[row])
+        torch.testing.assert_close(torch.tensor(batch.logprobs[row]), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_static_cache_rounds_prompt_width_up_and_keeps_the_prompts(policy):
+    from engine.sampling import hf as hf_mod
+
+    batch = HFSampler(policy, static_cache=True).generate(PROMPTS, n=1, max_new_tokens=4, greedy=True)
+    for row, prompt in enumerate(PROMPTS):
+        assert batch.prompt_ids[row] == apply_chat_template(policy.tokenizer, prompt)
+    dynamic = HFSampler(policy).generate(PROMPTS, n=1, max_new_tokens=4, greedy=True)
+    assert batch.completion_ids == dynamic.completion_ids  # the extra left padding is masked out
+    assert hf_mod._STATIC_WIDTH_BUCKET > max(len(p) for p in batch.prompt_ids)
+
+
+def test_sampler_options_turn_the_static_cache_on_for_the_gpu_only():
+    from engine.sampling.base import sampler_options
+
+    assert sampler_options("hf", "cuda", static_cache="auto") == {"static_cache": True}
+    assert sampler_options("hf", "cpu", static_cache="auto") == {"static_cache": False}
+    assert sampler_options("hf", "cpu", static_cache="on") == {"static_cache": True}
+    assert sampler_options("hf", "cuda", static_cache="off") == {"static_cache": False}
+    assert sampler_options("vllm", "cuda", static_cache="on") == {}
+    with pytest.raises(ValueError, match="static_cache"):
+        sampler_options("hf", "cpu", static_cache="yes")

@@ -108,3 +108,28 @@ def test_trainer_keeps_its_torch_threads(vllm_sampler):
 
     torch.set_num_threads(2)
     assert torch.get_num_threads() == min(2, os.cpu_count() or 2)
+
+
+def test_ignore_eos_reaches_vllm_and_fixes_the_length(vllm_sampler, tiny_model_dir):
+    # weights under which greedy decoding says EOS at once: one embedding column (tied to the output layer) is
+    # large for every token and twice as large for EOS, so after the final norm EOS has the largest logit
+    eos_policy = load_policy(str(tiny_model_dir), lora=None, need_reference=False)
+    eos = eos_policy.tokenizer.eos_token_id
+    with torch.no_grad():
+        emb = eos_policy.model.get_input_embeddings().weight
+        emb[:, 0] = 100.0
+        emb[eos, 0] = 200.0
+    assert all(c == [eos] for c in HFSampler(eos_policy).generate(PROMPTS, n=1, max_new_tokens=5,
+                                                                  greedy=True).completion_ids)
+    vllm_sampler.sync_weights(eos_policy.model)
+    try:
+        stopped = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True)
+        assert all(c == [eos] for c in stopped.completion_ids)
+        forced = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True)
+        assert all(len(c) == 5 for c in forced.completion_ids) and all(forced.truncated)
+        hf = HFSampler(eos_policy).generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True)
+        assert forced.completion_ids == hf.completion_ids
+        sampled = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, seed=1, ignore_eos=True)
+        assert all(len(c) == 5 for c in sampled.completion_ids)
+    finally:
+        vllm_sampler.sync_weights(load_policy(str(tiny_model_dir), lora=None, need_reference=False).model)

@@ -141,7 +141,7 @@ def execute(ctx: RunContext) -> None:
     from engine.algorithms.grpo import group_advantages, grpo_loss
     from engine.data.registry import load_named
     from engine.rewards.base import build_reward
-    from engine.sampling.base import make_sampler
+    from engine.sampling.base import make_sampler, sampler_options
 
     cfg = ctx.config
     robust = cfg.algorithm == "gr_grpo"
@@ -166,7 +166,8 @@ def execute(ctx: RunContext) -> None:
         raise RuntimeError(f"the checkpoint has {alpha.shape[0]} group weights but the dataset has {k} groups: "
                            "resume with the same dataset")
 
-    sampler = make_sampler(cfg.sampler, policy.model_path, policy)
+    sampler = make_sampler(cfg.sampler, policy.model_path, policy,
+                           **sampler_options(cfg.sampler, policy.device, static_cache=cfg.static_cache))
     reward = build_reward(cfg.rewards, device=policy.device)
     device = policy.device
     pad_id = policy.tokenizer.pad_token_id
@@ -194,7 +195,8 @@ def execute(ctx: RunContext) -> None:
                 with timer.phase("sample"):
                     batch = sampler.generate(prompts, n=g_size, max_new_tokens=cfg.max_new_tokens,
                                              temperature=cfg.temperature, top_p=cfg.top_p,
-                                             seed=derive_seed("sample", cfg.seed, step) % _SEED_MOD)
+                                             seed=derive_seed("sample", cfg.seed, step) % _SEED_MOD,
+                                             ignore_eos=cfg.ignore_eos)
                 n_seq = len(batch)
                 seq_rows = [rows[i] for i in batch.prompt_index]
                 with timer.phase("reward"):
@@ -207,7 +209,16 @@ def execute(ctx: RunContext) -> None:
                 advantages = adv_out.advantages.float()  # (B,)
                 group_ids = torch.tensor([gid[r.group] for r in seq_rows], dtype=torch.long)  # (B,)
 
-                padded = padded_rows(batch.prompt_ids, batch.completion_ids, pad_id, device=device)
+                # rows ordered by prompt length, a prompt's G completions side by side: a micro-batch then holds
+                # prompts of similar length (little padding) whose G rows share one prompt pass
+                # (forward_logprobs' "shared" layout). Every per-row tensor below is in this order; the loss is a
+                # sum over rows, so the order changes nothing else.
+                order = sorted(range(n_seq), key=lambda i: (len(batch.prompt_ids[i]), batch.prompt_index[i],
+                                                            len(batch.completion_ids[i])))
+                perm = torch.tensor(order, dtype=torch.long)
+                adv_o, gid_o = advantages[perm], group_ids[perm]  # (B,) in row order
+                padded = padded_rows([batch.prompt_ids[i] for i in order], [batch.completion_ids[i] for i in order],
+                                     pad_id, device=device)
                 total_tokens = float(padded.target_mask.sum())
                 with timer.phase("logprobs"):
                     ref_logp = None
@@ -231,17 +242,17 @@ def execute(ctx: RunContext) -> None:
                         present = counts > 0
                     else:
                         with torch.no_grad():
-                            _, st = grpo_loss(old_logp, old_logp, advantages.to(device), padded.target_mask,
+                            _, st = grpo_loss(old_logp, old_logp, adv_o.to(device), padded.target_mask,
                                               ref_logp=ref_logp, **loss_kw)
                         from engine.algorithms.group_robust import group_losses
 
-                        group_loss_signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), group_ids, k)
+                        group_loss_signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), gid_o, k)
                         present = counts > 0
                     alpha = update_group_weights(alpha, group_loss_signal.float(), cfg.eta, chi=cfg.chi,
                                                  present=present)
-                    coeffs = sequence_coefficients(group_ids, k, mixed_weights(alpha, cfg.chi))
+                    coeffs = sequence_coefficients(gid_o, k, mixed_weights(alpha, cfg.chi))
                 else:
-                    coeffs = sequence_coefficients(group_ids, k, None)
+                    coeffs = sequence_coefficients(gid_o, k, None)
                 coeffs = coeffs.to(device)
 
                 stats_acc = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "clip": 0.0, "ratio_mean": 0.0}
@@ -258,7 +269,7 @@ def execute(ctx: RunContext) -> None:
                                                          with_entropy=first, device=device)
                             old = old_logp[a:b, :t] if old_logp is not None else logp.detach()
                             ref_mb = ref_logp[a:b, :t] if ref_logp is not None else None
-                            _, st = grpo_loss(logp, old, advantages[a:b].to(device), mb.target_mask,
+                            _, st = grpo_loss(logp, old, adv_o[a:b].to(device), mb.target_mask,
                                               ref_logp=ref_mb, **loss_kw)
                             per_seq = to_global_scale(st["per_sequence_loss"], mb.target_mask, cfg.loss_aggregation,
                                                       n_seq, total_tokens)
@@ -267,7 +278,7 @@ def execute(ctx: RunContext) -> None:
                             loss_it += float(loss.detach())
                             tok = float(mb.target_mask.sum())
                             if it == cfg.num_iterations - 1:
-                                per_seq_values[a:b] = per_seq.detach().float().cpu()
+                                per_seq_values[perm[a:b]] = per_seq.detach().float().cpu()  # batch order
                                 for key in stats_acc:
                                     stats_acc[key] += float(st[key]) * tok
                             if first and ent is not None:

@@ -313,17 +313,14 @@ def execute(ctx: RunContext) -> None:
                 r_len = torch.tensor([len(tok.rejected[i]) for i in idx], device=device)
                 mbs = list(micro_batches(b, pairs_per_mb))
 
-                group_loss_before = None
-                if variant == "gr":
-                    with timer.phase("weights"):
-                        if len(mbs) > 1:  # the robust coefficients need every pair's loss value first
-                            with torch.no_grad():
-                                vals = torch.cat([per_pair_loss(cfg, *summed_logprobs(policy.model, tok, idx[a:e],
-                                                                                      pad_id, device),
-                                                                ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])
-                                                  for a, e in mbs]).float().cpu()
-                        else:
-                            vals = None  # computed with the gradient pass below
+                vals = None  # one micro-batch: the pair losses come with the gradient pass below
+                if variant == "gr" and len(mbs) > 1:
+                    # the robust coefficients need every pair's loss before any gradient (ARCHITECTURE.md)
+                    with timer.phase("weights"), torch.no_grad():
+                        vals = torch.cat([per_pair_loss(cfg, *summed_logprobs(policy.model, tok, idx[a:e], pad_id,
+                                                                              device),
+                                                        ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])
+                                          for a, e in mbs]).float().cpu()
                 mixed = None
                 pol_c = torch.zeros(b)
                 pol_r = torch.zeros(b)
@@ -335,12 +332,13 @@ def execute(ctx: RunContext) -> None:
                         lp = per_pair_loss(cfg, pc, pr, ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])  # (b,)
                         if variant == "gr":
                             if mixed is None:
-                                v = vals if vals is not None else lp.detach().float().cpu()
-                                group_loss_before, counts = group_losses(v, group_ids, k)
-                                alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
-                                                             scale=paper_scale(dataset_counts) * counts,
-                                                             present=counts > 0)
-                                mixed = mixed_weights(alpha, cfg.chi)
+                                with timer.phase("weights"):  # all of GR's own cost lands in this phase
+                                    v = vals if vals is not None else lp.detach().float().cpu()
+                                    group_loss_before, counts = group_losses(v, group_ids, k)
+                                    alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
+                                                                 scale=paper_scale(dataset_counts) * counts,
+                                                                 present=counts > 0)
+                                    mixed = mixed_weights(alpha, cfg.chi)
                             coeffs = pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts, mixed=mixed)
                         else:
                             coeffs = pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts)

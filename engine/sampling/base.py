@@ -57,7 +57,10 @@ class Sampler(Protocol):
         top_p: float = 1.0,
         seed: int | None = None,
         greedy: bool = False,
-    ) -> SampleBatch: ...
+        ignore_eos: bool = False,
+    ) -> SampleBatch:
+        """ignore_eos: EOS stays an ordinary token (same distribution) and never ends a completion, so every
+        completion has exactly max_new_tokens tokens."""
 
     def sync_weights(self, model: Any) -> None:
         """Push the policy's current weights (LoRA merged in) to the sampler."""
@@ -118,6 +121,18 @@ def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
     if backend not in ("vllm", "hf"):
         raise ValueError(f"unknown sampler backend {backend!r}: use 'auto', 'vllm' or 'hf'")
     return backend
+
+
+def sampler_options(backend: Backend, device: str, *, static_cache: str = "auto") -> dict[str, Any]:
+    """Backend options a run's config asks for: the HF sampler's static KV cache is on for "on", and for "auto"
+    on a GPU, where transformers compiles the fixed-shape decoding step (CUDA graphs) instead of paying Python
+    and kernel-launch overhead per token; on the CPU the compile rarely pays for itself."""
+    if resolve_backend(backend) != "hf":
+        return {}
+    if static_cache not in ("auto", "on", "off"):
+        raise ValueError(f"static_cache must be 'auto', 'on' or 'off', got {static_cache!r}")
+    on = static_cache == "on" or (static_cache == "auto" and str(device).startswith("cuda"))
+    return {"static_cache": on}
 
 
 def make_sampler(backend: Backend, model_path: str | Path, policy: LoadedPolicy, **opts: Any) -> Sampler:

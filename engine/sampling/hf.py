@@ -8,6 +8,7 @@ itself, so there is nothing to sync. Log-probs are recorded on the device while 
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from engine.sampling.base import SampleBatch, check_sampling_args, encode_prompts
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     import torch
 
     from engine.models.loading import LoadedPolicy
+
+
+_STATIC_WIDTH_BUCKET = 64
+_log = logging.getLogger(__name__)
 
 
 def _warp_and_record_processor(temperature: float, top_p: float) -> Any:
@@ -96,6 +101,7 @@ class HFSampler:
         top_p: float = 1.0,
         seed: int | None = None,
         greedy: bool = False,
+        ignore_eos: bool = False,
     ) -> SampleBatch:
         import torch
         from transformers import GenerationConfig
@@ -106,7 +112,13 @@ class HFSampler:
         prompt_ids = encode_prompts(self.tokenizer, prompts)
         rows = [list(ids) for ids in prompt_ids for _ in range(n)]  # grouped consecutively, G per prompt
         pad_id = self.tokenizer.pad_token_id
+        # ignore_eos: no stop ids at all, so generate runs to max_new_tokens and EOS is sampled like any token
+        stop_ids = None if ignore_eos else self._eos_ids
         width = max(len(r) for r in rows)
+        if self.static_cache:
+            # a static cache (and its compiled decoding step) is shaped by prompt width + max_new_tokens: round the
+            # width up so successive steps' prompts reuse one compiled graph instead of recompiling per width
+            width = -(-width // _STATIC_WIDTH_BUCKET) * _STATIC_WIDTH_BUCKET
         input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, P)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, P)
         for i, r in enumerate(rows):
@@ -125,7 +137,7 @@ class HFSampler:
             max_new_tokens=max_new_tokens,
             min_new_tokens=0,
             repetition_penalty=1.0,
-            eos_token_id=self._eos_ids,
+            eos_token_id=stop_ids,
             pad_token_id=pad_id,
             use_cache=True,
             cache_implementation="static" if self.static_cache else None,
@@ -137,7 +149,7 @@ class HFSampler:
         saved_config = base.generation_config
         # generate fills unset fields from the model's own generation config (a checkpoint may ship
         # repetition penalties or min_p); a clean config keeps the sampled distribution exactly the one above.
-        base.generation_config = GenerationConfig(eos_token_id=self._eos_ids, pad_token_id=pad_id)
+        base.generation_config = GenerationConfig(eos_token_id=stop_ids, pad_token_id=pad_id)
         rng = contextlib.nullcontext()
         if seed is not None:
             devices = [torch.device(self.device).index or 0] if str(self.device).startswith("cuda") else []
@@ -147,12 +159,31 @@ class HFSampler:
             with rng, torch.inference_mode():
                 if seed is not None:
                     torch.manual_seed(seed)
-                sequences = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    generation_config=gen_config,
-                    logits_processor=[recorder],
-                )  # (B, P + T_new)
+                try:
+                    sequences = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        generation_config=gen_config,
+                        logits_processor=[recorder],
+                    )  # (B, P + T_new)
+                except Exception as exc:  # any compile or graph-capture failure: fall back, and say so
+                    if not self.static_cache:
+                        raise
+                    # a model or torch build that cannot compile its static-cache step must still train
+                    _log.warning("static-cache generation failed (%s: %s); using the dynamic cache from now on",
+                                 type(exc).__name__, exc)
+                    self.static_cache = False
+                    gen_config.cache_implementation = None
+                    recorder = (_warp_and_record_processor(1.0, 1.0) if greedy
+                                else _warp_and_record_processor(temperature, top_p))
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    sequences = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        generation_config=gen_config,
+                        logits_processor=[recorder],
+                    )
                 logprobs = recorder.finish(sequences)  # (B, T_new)
         finally:
             base.generation_config = saved_config
@@ -160,7 +191,7 @@ class HFSampler:
 
         new_tokens = sequences[:, width:].tolist()
         new_logprobs = logprobs.tolist()
-        eos = set(self._eos_ids)
+        eos = set() if ignore_eos else set(self._eos_ids)
         completion_ids: list[list[int]] = []
         completion_lps: list[list[float]] = []
         truncated: list[bool] = []

@@ -109,6 +109,7 @@ class VLLMSampler:
         top_p: float = 1.0,
         seed: int | None = None,
         greedy: bool = False,
+        ignore_eos: bool = False,
     ) -> SampleBatch:
         from vllm import SamplingParams
 
@@ -123,12 +124,13 @@ class VLLMSampler:
                 # vLLM refuses greedy with n > 1; G identical requests keep the grouped layout.
                 requests.extend({"prompt_token_ids": ids} for _ in range(n))
                 params.extend(SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=0,
-                                             flat_logprobs=True, detokenize=False) for _ in range(n))
+                                             flat_logprobs=True, detokenize=False, ignore_eos=ignore_eos)
+                              for _ in range(n))
             else:
                 requests.append({"prompt_token_ids": ids})
                 params.append(SamplingParams(
                     n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens, logprobs=0,
-                    flat_logprobs=True, detokenize=False,
+                    flat_logprobs=True, detokenize=False, ignore_eos=ignore_eos,
                     seed=None if seed is None else seed * _SEED_STRIDE + i * n,
                 ))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
