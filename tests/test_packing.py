@@ -1,14 +1,13 @@
-"""The row layouts of forward_logprobs (aligned, packed, right-padded) and the chunked output layer: the same
-numbers and gradients as each other and as a plain one-sequence-at-a-time forward pass."""
+"""The row layouts of forward_logprobs (shared prompt, aligned, packed, right-padded) and the chunked output layer:
+the same numbers and gradients as each other and as a plain one-sequence-at-a-time forward pass."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from engine.runs.train_common import default_layout, forward_logprobs, padded_rows, supports_packing  # noqa: E402
-from tests.model_fixtures import sequence_logprobs  # noqa: E402
+from engine.runs.train_common import default_layout, forward_logprobs, padded_rows, supports_packing
+from tests.model_fixtures import sequence_logprobs
 
 # rows of very different lengths, so the padded batch carries a lot of padding and the prompts end at
 # different columns

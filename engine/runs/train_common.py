@@ -3,8 +3,8 @@
 - ``BatchSchedule``: which rows a step trains on, as a pure function of (seed, step), so a resumed run draws
   exactly the batches an uninterrupted one would (no sampler state to checkpoint).
 - optimizer / LR schedule, policy loading from a run config, autocast on the GPU.
-- ``padded_rows`` + ``completion_logprobs``: right-padded (prompt + completion) rows and their per-token
-  log-probs in one forward pass per micro-batch.
+- ``padded_rows`` + ``forward_logprobs``: right-padded (prompt + completion) rows and their per-token log-probs in
+  one pass per micro-batch, each shared prompt computed once and the output layer run only on completion tokens.
 - ``save_train_state`` / ``restore_train_state``: the full training state (weights or LoRA adapter, optimizer,
   scheduler, RNG, data position, group weights) in safetensors + JSON, never pickle.
 - ``heldout_reward_eval``: the evaluation hook (generation on held-out prompts, reward per group, KL to the
@@ -362,10 +362,6 @@ def _scored_logprobs(model: Any, head: tuple[Any, Any] | None, ids: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(S,) log-probs (and entropy) of ``targets`` at the scored positions: ``keep`` (an int or index tensor) picks
     the positions the output layer sees, ``select`` (a callable on a (B, K, ...) tensor) flattens those to (S, ...)."""
-    import torch
-
-    from engine.algorithms.logprobs import entropy_from_logits, token_logprobs
-
     with autocast(device):
         if head is not None:
             from engine.algorithms.lm_head import head_logprobs
@@ -377,7 +373,16 @@ def _scored_logprobs(model: Any, head: tuple[Any, Any] | None, ids: torch.Tensor
             return head_logprobs(select(hidden), weight, targets, temperature=temperature, with_entropy=with_entropy)
         logits = model(input_ids=ids, position_ids=positions, attention_mask=attention_mask, use_cache=False,
                        logits_to_keep=keep).logits  # (B, K, V)
-    flat = select(logits)  # (S, V)
+    return _flat_logprobs(select(logits), targets, temperature=temperature, with_entropy=with_entropy)
+
+
+def _flat_logprobs(flat: torch.Tensor, targets: torch.Tensor, *, temperature: float, with_entropy: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(S, V) logits of the scored positions -> (S,) log-probs of ``targets`` and, when asked, the entropy."""
+    import torch
+
+    from engine.algorithms.logprobs import entropy_from_logits, token_logprobs
+
     if temperature != 1.0:
         flat = flat / temperature
     logp = token_logprobs(flat.unsqueeze(0), targets.unsqueeze(0))[0]  # (S,)
@@ -404,7 +409,6 @@ def _forward_logprobs_shared(model: Any, rows: PaddedRows, *, temperature: float
     import torch
     from transformers import DynamicCache
 
-    from engine.algorithms.logprobs import entropy_from_logits, token_logprobs
     from engine.models.loading import unwrap_base_model
 
     dev = rows.input_ids.device
@@ -454,14 +458,7 @@ def _forward_logprobs_shared(model: Any, rows: PaddedRows, *, temperature: float
 
             logp, ent = head_logprobs(flat, weight, targets, temperature=temperature, with_entropy=with_entropy)
             return _to_rows(rows, logp, ent)
-    if temperature != 1.0:
-        flat = flat / temperature
-    logp = token_logprobs(flat.unsqueeze(0), targets.unsqueeze(0))[0]  # (S,)
-    ent = None
-    if with_entropy:
-        with torch.no_grad():
-            ent = entropy_from_logits(flat.detach().unsqueeze(0))[0]
-    return _to_rows(rows, logp, ent)
+    return _to_rows(rows, *_flat_logprobs(flat, targets, temperature=temperature, with_entropy=with_entropy))
 
 
 def _forward_logprobs_aligned(model: Any, rows: PaddedRows, *, temperature: float, with_entropy: bool,
