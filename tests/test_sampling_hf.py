@@ -189,3 +189,26 @@ def test_sampler_options_turn_the_static_cache_on_for_the_gpu_only():
     assert sampler_options("vllm", "cuda", static_cache="on") == {}
     with pytest.raises(ValueError, match="static_cache"):
         sampler_options("hf", "cpu", static_cache="yes")
+
+
+def test_static_cache_failure_falls_back_to_the_dynamic_cache(policy, monkeypatch, caplog):
+    sampler = HFSampler(policy, static_cache=True)
+    real = policy.model.generate
+    asked = []
+
+    def generate(*args, generation_config, **kw):
+        asked.append(generation_config.cache_implementation)
+        if generation_config.cache_implementation == "static":
+            raise RuntimeError("graph capture failed")
+        return real(*args, generation_config=generation_config, **kw)
+
+    monkeypatch.setattr(policy.model, "generate", generate)
+    with caplog.at_level("WARNING"):
+        batch = sampler.generate(PROMPTS, n=1, max_new_tokens=4, greedy=True)
+    assert asked == ["static", None] and not sampler.static_cache
+    assert "graph capture failed" in caplog.text
+    dynamic = HFSampler(policy).generate(PROMPTS, n=1, max_new_tokens=4, greedy=True)
+    assert batch.completion_ids == dynamic.completion_ids
+    asked.clear()
+    sampler.generate(PROMPTS, n=1, max_new_tokens=4, greedy=True)
+    assert asked == [None]  # later calls go straight to the dynamic cache
