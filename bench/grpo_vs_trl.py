@@ -509,8 +509,9 @@ def side_by_side_table(a: argparse.Namespace, model_path: str, trl: SideRecord, 
     table += f"\n\nspeed-up (TRL step time / studio step time): **{ratio:.2f}x**"
     summary = {"trl_step_s": t_trl, "studio_step_s": t_ours, "ratio": ratio, **{f"phase_{k}": v for k, v in phases.items()}}
     if a.device == "cuda" and "update" in phases:
-        # model FLOPs of the training phase: forward + backward (3x forward) over prompt + completion tokens
-        tokens = a.prompts * a.group_size * (prompt_tokens + a.completion_len)
+        # model FLOPs of the training phase: forward + backward (3x forward) over the tokens the engine runs: each
+        # prompt once (shared by its G completions), every completion token
+        tokens = a.prompts * prompt_tokens + a.prompts * a.group_size * a.completion_len
         flops = 3 * _train_flops_per_token(model_path) * tokens
         if a.beta > 0:
             flops_lp = _train_flops_per_token(model_path) * tokens  # the reference forward
