@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import math
 import os
 import platform
@@ -20,7 +22,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,17 @@ class Baton:
         with self._cond:
             self._turn = self._next(me)
             self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def side(self, me: str) -> Iterator[None]:
+        """Run side ``me``'s loop in this block: it retires when the block ends; an error is recorded first, so the
+        other sides stop waiting for a turn that will never come, and re-raised."""
+        try:
+            yield
+        except BaseException as exc:
+            self.finish(me, exc)
+            raise
+        self.finish(me)
 
     def finish(self, me: str, error: BaseException | None = None) -> None:
         with self._cond:
@@ -401,3 +414,47 @@ def sync(device: str) -> None:
 
 def now() -> float:
     return time.perf_counter()
+
+
+# ------------------------------------------------------------------------------------------- script plumbing
+
+def start_bench(a: Any, prefix: str) -> tuple[Path, str, dict[str, Any]]:
+    """Common start of a side-by-side script: check the device, make the scratch folder, resolve the model (bf16 on
+    the GPU, float32 on the CPU), print the environment. Returns (workdir, model path, the JSON record so far)."""
+    import tempfile
+
+    import torch
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for but no CUDA GPU is visible")
+    workdir = a.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_path = resolve_bench_model(a.model, workdir, dtype="bfloat16" if a.device == "cuda" else "float32")
+    env = environment(a.device)
+    print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
+    return workdir, model_path, {"env": env, "args": {k: str(v) for k, v in vars(a).items()}}
+
+
+def guard_passed(out: dict[str, Any], results: Sequence[Any], title: str, table: str) -> bool:
+    """Print and record the correctness guard (results with ``.ok``); False, with the reason printed, if any
+    loss definition disagrees, in which case the timings would not compare equal work."""
+    print(f"\n{title}")
+    print(table, flush=True)
+    out["guard"] = [vars(g) | {"ok": g.ok} for g in results]
+    if all(g.ok for g in results):
+        return True
+    print("guard FAILED: the two sides do not compute the same loss; timings would not compare equal work")
+    return False
+
+
+def write_json(path: Path | None, data: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def trl_lora_config() -> Any:
+    """TRL's side of the LoRA comparison: the engine's LoRA settings for the benchmarks (r 16, alpha 32, q/k/v/o)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])

@@ -20,11 +20,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +36,13 @@ from bench._common import (
     SideRecord,
     environment,
     grad_norm,
+    guard_passed,
     markdown_table,
     median,
-    resolve_bench_model,
+    start_bench,
     trl_alternate_callback,
+    trl_lora_config,
+    write_json,
 )
 
 SIDES = ("trl", "dpo", "gr_dpo")
@@ -212,7 +213,7 @@ def _step_pairs(cfg: Any) -> list[Any]:
 
 def run_trl(a: argparse.Namespace, model_path: str, pairs: list[Any], baton: Baton, record: SideRecord,
             workdir: Path) -> None:
-    try:
+    with baton.side("trl"):
         from torch.utils.data import SequentialSampler
         from trl import DPOTrainer
 
@@ -225,12 +226,7 @@ def run_trl(a: argparse.Namespace, model_path: str, pairs: list[Any], baton: Bat
 
         callback = trl_alternate_callback("trl", baton, record, a.device, a.warmup, float(a.pairs))
         callback.begin()
-        peft_config = None
-        if a.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        peft_config = trl_lora_config() if a.lora else None
         tok = load_tokenizer(model_path)
         args = _trl_dpo_args(str(workdir / "trl-dpo-run"), device=a.device, pairs=a.pairs, micro_pairs=a.micro_batch,
                              beta=a.beta, lr=a.lr, max_length=a.max_length, max_steps=a.warmup + a.steps, seed=a.seed,
@@ -238,23 +234,15 @@ def run_trl(a: argparse.Namespace, model_path: str, pairs: list[Any], baton: Bat
         trainer = InOrderDPOTrainer(model=model_path, args=args, train_dataset=_text_dataset(tok, pairs),
                                     processing_class=tok, callbacks=[callback], peft_config=peft_config)
         trainer.train()
-        baton.finish("trl")
-    except BaseException as exc:
-        baton.finish("trl", exc)
-        raise
 
 
 def run_studio(name: str, a: argparse.Namespace, cfg: Any, baton: Baton, record: SideRecord, workdir: Path) -> None:
-    try:
-        from engine.runs import preference
+    from engine.runs import preference
 
+    with baton.side(name):
         ctx = BenchContext(name, cfg, baton, record, a.device, a.warmup, workdir / f"studio-{name}",
                            work=lambda m: float(cfg.batch_size))
         preference.execute(ctx)
-        baton.finish(name)
-    except BaseException as exc:
-        baton.finish(name, exc)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,30 +266,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     p.add_argument("--workdir", type=Path)
     a = p.parse_args(argv)
-
-    import torch
-
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for but no CUDA GPU is visible")
-    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench-dpo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    model_path = resolve_bench_model(a.model, workdir, dtype="bfloat16" if a.device == "cuda" else "float32")
-    env = environment(a.device)
-    print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
-    out: dict[str, Any] = {"env": env, "args": {k: str(v) for k, v in vars(a).items()}}
+    workdir, model_path, out = start_bench(a, "bench-dpo-")
 
     if not a.skip_guard:
         guard = dpo_guard(model_path, a.device, seed=a.seed, dataset=a.dataset, workdir=workdir,
                           micro_pairs=min(2, a.micro_batch))
-        print("\nCorrectness guard (same pairs and reference log-probs, TRL DPOTrainer._compute_loss vs studio):")
-        print(guard_table(guard), flush=True)
-        out["guard"] = [vars(g) | {"ok": g.ok} for g in guard]
-        if not all(g.ok for g in guard):
-            print("guard FAILED: the two sides do not compute the same loss; timings would not compare equal work")
-            _write_json(a.json, out)
+        if not guard_passed(out, guard, "Correctness guard (same pairs and reference log-probs, TRL "
+                            "DPOTrainer._compute_loss vs studio):", guard_table(guard)):
+            write_json(a.json, out)
             return 2
     if a.guard_only:
-        _write_json(a.json, out)
+        write_json(a.json, out)
         return 0
 
     cfgs = {name: _studio_config(a, model_path, name) for name in ("dpo", "gr_dpo")}
@@ -328,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load after: {env_after['load (1/5/15 min)']}):")
     print(table, flush=True)
     out.update(summary=summary, records={k: vars(v) for k, v in records.items()}, env_after=env_after)
-    _write_json(a.json, out)
+    write_json(a.json, out)
     return 0
 
 
@@ -354,11 +329,6 @@ def side_by_side_table(a: argparse.Namespace, records: dict[str, SideRecord]) ->
               f"**{summary['gr_dpo_speedup']:.2f}x**; group-robust weighting overhead over plain DPO: "
               f"**{100 * summary['gr_overhead']:+.1f}%**")
     return table, summary
-
-
-def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(data, indent=1, default=str))
 
 
 if __name__ == "__main__":

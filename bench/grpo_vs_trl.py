@@ -22,11 +22,9 @@ Step times are medians over the timed steps after the warm-up steps.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +38,15 @@ from bench._common import (
     SideRecord,
     environment,
     grad_norm,
+    guard_passed,
     markdown_table,
     median,
     now,
-    resolve_bench_model,
+    start_bench,
     sync,
     trl_alternate_callback,
+    trl_lora_config,
+    write_json,
 )
 
 # (TRL loss_type, TRL importance_sampling_level) -> (studio loss_aggregation, studio ratio_level)
@@ -80,6 +81,10 @@ class GuardResult:
     @property
     def grad_ok(self) -> bool:
         return math.isclose(self.grad_trl, self.grad_ours, rel_tol=self.rtol, abs_tol=1e-8)
+
+    @property
+    def ok(self) -> bool:
+        return self.loss_ok and self.grad_ok
 
 
 def _trl_grpo_args(out_dir: str, *, device: str, batch: int, micro_batch: int, group_size: int, completion_len: int,
@@ -248,7 +253,7 @@ def grpo_guard(model_path: str, device: str, *, seed: int = 0, prompts: int = 2,
 
 def guard_table(results: list[GuardResult]) -> str:
     rows = [[f"{r.trl_loss} ({r.trl_level})", r.studio_loss, f"{r.loss_trl:.6g}", f"{r.loss_ours:.6g}",
-             f"{r.grad_trl:.6g}", f"{r.grad_ours:.6g}", f"{r.rtol:g}", "ok" if r.loss_ok and r.grad_ok else "MISMATCH"]
+             f"{r.grad_trl:.6g}", f"{r.grad_ours:.6g}", f"{r.rtol:g}", "ok" if r.ok else "MISMATCH"]
             for r in results]
     return markdown_table(["TRL loss_type", "studio aggregation/ratio", "loss TRL", "loss ours", "grad-norm TRL",
                            "grad-norm ours", "rel. tol.", "match"], rows)
@@ -298,7 +303,7 @@ def _trl_reward(name: str, device: str) -> Any:
 
 def run_trl(a: argparse.Namespace, model_path: str, prompts: list[str], baton: Baton, record: SideRecord,
             workdir: Path) -> None:
-    try:
+    with baton.side("trl"):
         from trl import GRPOTrainer
 
         from engine.models.loading import load_tokenizer
@@ -306,12 +311,7 @@ def run_trl(a: argparse.Namespace, model_path: str, prompts: list[str], baton: B
         callback = trl_alternate_callback("trl", baton, record, a.device, a.warmup,
                                           float(a.prompts * a.group_size * a.completion_len))
         callback.begin()
-        peft_config = None
-        if a.lora:
-            from peft import LoraConfig
-
-            peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, task_type="CAUSAL_LM",
-                                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        peft_config = trl_lora_config() if a.lora else None
         args = _trl_grpo_args(str(workdir / "trl-run"), device=a.device, batch=a.prompts * a.group_size,
                               micro_batch=a.micro_batch, group_size=a.group_size, completion_len=a.completion_len,
                               beta=a.beta, lr=a.lr, loss_type=STUDIO_TO_TRL_LOSS[a.loss], level="token",
@@ -320,23 +320,15 @@ def run_trl(a: argparse.Namespace, model_path: str, prompts: list[str], baton: B
                               train_dataset=_trl_prompt_dataset(prompts), processing_class=load_tokenizer(model_path),
                               callbacks=[callback], peft_config=peft_config)
         trainer.train()
-        baton.finish("trl")
-    except BaseException as exc:  # the other side must not wait forever for a turn that never comes
-        baton.finish("trl", exc)
-        raise
 
 
 def run_studio(a: argparse.Namespace, cfg: Any, baton: Baton, record: SideRecord, workdir: Path) -> None:
     from engine.runs import grpo
 
-    try:
+    with baton.side("studio"):
         ctx = BenchContext("studio", cfg, baton, record, a.device, a.warmup, workdir / "studio-run",
                            work=lambda m: m["completion/len_mean"] * cfg.prompts_per_step * cfg.group_size)
         grpo.execute(ctx)
-        baton.finish("studio")
-    except BaseException as exc:
-        baton.finish("studio", exc)
-        raise
 
 
 def _train_flops_per_token(model_path: str) -> float:
@@ -421,18 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--workdir", type=Path, help="scratch folder (random models are cached here)")
     a = p.parse_args(argv)
-
-    import torch
-
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda asked for but no CUDA GPU is visible")
-    workdir = a.workdir or Path(tempfile.mkdtemp(prefix="bench-grpo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    dtype = "bfloat16" if a.device == "cuda" else "float32"
-    model_path = resolve_bench_model(a.model, workdir, dtype=dtype)
-    env = environment(a.device)
-    print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
-    out: dict[str, Any] = {"env": env, "args": {k: str(v) for k, v in vars(a).items()}}
+    workdir, model_path, out = start_bench(a, "bench-grpo-")
 
     if a.layout_ab:
         cfg = _studio_config(a, model_path)
@@ -441,19 +422,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\nforward+backward of one micro-batch through each row layout of engine forward_logprobs:")
         print(markdown_table(list(res), [list(res.values())]))
         out["layout_ab"] = res
-        _write_json(a.json, out)
+        write_json(a.json, out)
         return 0
     if not a.skip_guard:
         guard = grpo_guard(model_path, a.device, seed=a.seed, workdir=workdir)
-        print("\nCorrectness guard (one identical batch, TRL GRPOTrainer._compute_loss vs studio update path):")
-        print(guard_table(guard), flush=True)
-        out["guard"] = [vars(g) | {"ok": g.loss_ok and g.grad_ok} for g in guard]
-        if not all(g.loss_ok and g.grad_ok for g in guard):
-            print("guard FAILED: the two sides do not compute the same loss; timings would not compare equal work")
-            _write_json(a.json, out)
+        if not guard_passed(out, guard, "Correctness guard (one identical batch, TRL GRPOTrainer._compute_loss vs "
+                            "studio update path):", guard_table(guard)):
+            write_json(a.json, out)
             return 2
     if a.guard_only:
-        _write_json(a.json, out)
+        write_json(a.json, out)
         return 0
 
     cfg = _studio_config(a, model_path)
@@ -482,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
           f"load after: {env_after['load (1/5/15 min)']}):")
     print(table, flush=True)
     out.update(summary=summary, trl=vars(trl_rec), studio=vars(ours_rec), env_after=env_after)
-    _write_json(a.json, out)
+    write_json(a.json, out)
     return 0
 
 
@@ -521,11 +499,6 @@ def side_by_side_table(a: argparse.Namespace, model_path: str, trl: SideRecord, 
         table += f"\n\ntraining-phase MFU (logprobs + update, bf16 dense peak {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s): {100 * mfu:.1f}%"
         summary["mfu"] = mfu
     return table, summary
-
-
-def _write_json(path: Path | None, data: dict[str, Any]) -> None:
-    if path is not None:
-        path.write_text(json.dumps(data, indent=1, default=str))
 
 
 if __name__ == "__main__":
