@@ -142,7 +142,6 @@ class HFSampler:
             use_cache=True,
             cache_implementation="static" if self.static_cache else None,
         )
-        recorder = _warp_and_record_processor(1.0, 1.0) if greedy else _warp_and_record_processor(temperature, top_p)
 
         base = unwrap_base_model(self.model)
         was_training = self.model.training
@@ -157,15 +156,9 @@ class HFSampler:
         try:
             self.model.eval()
             with rng, torch.inference_mode():
-                if seed is not None:
-                    torch.manual_seed(seed)
                 try:
-                    sequences = self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        generation_config=gen_config,
-                        logits_processor=[recorder],
-                    )  # (B, P + T_new)
+                    sequences, logprobs = self._decode(input_ids, attention_mask, gen_config, seed=seed,
+                                                       greedy=greedy, temperature=temperature, top_p=top_p)
                 except Exception as exc:  # any compile or graph-capture failure: fall back, and say so
                     if not self.static_cache:
                         raise
@@ -174,17 +167,8 @@ class HFSampler:
                                  type(exc).__name__, exc)
                     self.static_cache = False
                     gen_config.cache_implementation = None
-                    recorder = (_warp_and_record_processor(1.0, 1.0) if greedy
-                                else _warp_and_record_processor(temperature, top_p))
-                    if seed is not None:
-                        torch.manual_seed(seed)
-                    sequences = self.model.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        generation_config=gen_config,
-                        logits_processor=[recorder],
-                    )
-                logprobs = recorder.finish(sequences)  # (B, T_new)
+                    sequences, logprobs = self._decode(input_ids, attention_mask, gen_config, seed=seed,
+                                                       greedy=greedy, temperature=temperature, top_p=top_p)
         finally:
             base.generation_config = saved_config
             self.model.train(was_training)
@@ -210,6 +194,18 @@ class HFSampler:
             truncated=truncated,
             prompt_index=[i for i in range(len(prompt_ids)) for _ in range(n)],
         )
+
+    def _decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_config: Any, *, seed: int | None,
+                greedy: bool, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One generate call from the seed, with a fresh log-prob recorder: (B, P + T_new) ids, (B, T_new) log-probs."""
+        import torch
+
+        recorder = _warp_and_record_processor(1.0, 1.0) if greedy else _warp_and_record_processor(temperature, top_p)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                        generation_config=gen_config, logits_processor=[recorder])
+        return sequences, recorder.finish(sequences)
 
     def sync_weights(self, model: Any) -> None:
         # HF samples with the training module itself; re-pointing covers callers that swapped the module.
