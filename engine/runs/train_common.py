@@ -293,10 +293,13 @@ def forward_logprobs(model: Any, rows: PaddedRows, *, temperature: float = 1.0, 
     chunked_head (default: on the GPU): the output layer runs inside ``head_logprobs``, which never holds the
     (S, V) logits (engine/algorithms/lm_head.py), trading one extra output-layer matmul in the backward for the
     memory a 152k-token vocabulary's logits would take."""
+    groups = None
     if layout is None:
         layout = default_layout(model)
-        if layout == "aligned" and _shares_prompts(rows) and supports_shared_prefix(model):
-            layout = "shared"
+        if layout == "aligned" and supports_shared_prefix(model):
+            groups = _prompt_groups(rows)
+            if len(groups[0]) < len(rows):  # some rows repeat a prompt
+                layout = "shared"
     if layout not in ("shared", "aligned", "packed", "right"):
         raise ValueError(f"layout must be 'shared', 'aligned', 'packed' or 'right', got {layout!r}")
     if layout == "right":
@@ -305,8 +308,10 @@ def forward_logprobs(model: Any, rows: PaddedRows, *, temperature: float = 1.0, 
     head = None
     if chunked_head or (chunked_head is None and str(device).startswith("cuda")):
         head = chunked_head_of(model)
-    run = {"packed": _forward_logprobs_packed, "aligned": _forward_logprobs_aligned,
-           "shared": _forward_logprobs_shared}[layout]
+    if layout == "shared":
+        return _forward_logprobs_shared(model, rows, temperature=temperature, with_entropy=with_entropy,
+                                        device=device, head=head, groups=groups)
+    run = _forward_logprobs_packed if layout == "packed" else _forward_logprobs_aligned
     return run(model, rows, temperature=temperature, with_entropy=with_entropy, device=device, head=head)
 
 
@@ -337,11 +342,6 @@ def _prompt_groups(rows: PaddedRows) -> tuple[list[int], list[int]]:
             firsts.append(i)
         row_to_prompt.append(seen[key])
     return firsts, row_to_prompt
-
-
-def _shares_prompts(rows: PaddedRows) -> bool:
-    firsts, _ = _prompt_groups(rows)
-    return len(firsts) < len(rows)
 
 
 def default_layout(model: Any) -> str:
@@ -402,7 +402,9 @@ def _to_rows(rows: PaddedRows, logp: torch.Tensor, ent: torch.Tensor | None
 
 
 def _forward_logprobs_shared(model: Any, rows: PaddedRows, *, temperature: float, with_entropy: bool,
-                             device: str, head: tuple[Any, Any] | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                             device: str, head: tuple[Any, Any] | None,
+                             groups: tuple[list[int], list[int]] | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each distinct prompt goes through the model once; its KV cache (still in the autograd graph) is indexed out
     to the rows that share it, and only the completions run per row. GRPO's G completions per prompt and a pair's
     chosen and rejected answers share their prompt, so this removes (G-1)/G of the prompt tokens' work."""
@@ -412,7 +414,7 @@ def _forward_logprobs_shared(model: Any, rows: PaddedRows, *, temperature: float
     from engine.models.loading import unwrap_base_model
 
     dev = rows.input_ids.device
-    firsts, row_to_prompt = _prompt_groups(rows)
+    firsts, row_to_prompt = groups if groups is not None else _prompt_groups(rows)
     r2p = torch.tensor(row_to_prompt, dtype=torch.long, device=dev)  # (B,)
     p_len_all = _prompt_lengths(rows)  # (B,)
     c_len = rows.target_mask.bool().sum(1)  # (B,)
@@ -466,7 +468,7 @@ def _forward_logprobs_aligned(model: Any, rows: PaddedRows, *, temperature: floa
     import torch
 
     mask = rows.target_mask.bool()  # (B, L-1)
-    p_len = mask.long().argmax(1) + 1  # (B,): a completion's first token sits right after its prompt
+    p_len = _prompt_lengths(rows)  # (B,)
     c_len = mask.sum(1)  # (B,)
     width_p, width_c = int(p_len.max()), max(int(c_len.max()), 1)
     shift = width_p - p_len  # (B,): each row moves right so that every prompt ends in column width_p - 1
