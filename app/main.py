@@ -15,8 +15,8 @@ from app.auth import require_access  # noqa: E402
 st.set_page_config(page_title="Alignment studio", page_icon=":material/balance:", layout="wide")
 require_access()
 st.navigation([
-    st.Page("pages/runs.py", title="Runs", icon=":material/list:", default=True),
-    st.Page("pages/new_run.py", title="New run", icon=":material/add_circle:"),
-    st.Page("pages/run.py", title="Run", icon=":material/monitoring:"),
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/list:", default=True),
+    st.Page("views/new_run.py", title="New run", icon=":material/add_circle:"),
+    st.Page("views/run.py", title="Run", icon=":material/monitoring:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
 ]).run()

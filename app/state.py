@@ -28,7 +28,7 @@ def get_store() -> Store:
 def open_run(run_id: int) -> None:
     """Switch to the run page showing ``run_id``."""
     st.session_state[RUN_KEY] = int(run_id)
-    st.switch_page("pages/run.py", query_params={"run": str(run_id)})
+    st.switch_page("views/run.py", query_params={"run": str(run_id)})
 
 
 def flash(message: str, kind: str = "success") -> None:

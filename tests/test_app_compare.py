@@ -10,14 +10,14 @@ from tests.app_helpers import chart_specs, open_page, seed_comparison, seed_synt
 
 
 def test_empty_state(store):
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     assert not at.exception
     assert "No comparisons yet" in texts(at)
 
 
 def test_side_by_side_columns_and_group_summary(store):
     cid = seed_comparison(store)
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     assert not at.exception
     assert at.selectbox(key="cmp.job").value == cid
     summary = next(d.value for d in at.dataframe if "B - A" in d.value.columns)
@@ -46,7 +46,7 @@ def test_queue_a_comparison_against_a_trained_run(store, tmp_path):
     with store.write() as s:
         s.execute(update(Run).where(Run.id == tuned).values(status="completed"))
     record_checkpoint(store, tuned, 50, str(tmp_path))
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     # The default B side is the newest tuned run's checkpoint, A the embedded base model.
     assert at.radio(key="cfg.compare.model_b.kind").value == "A run's checkpoint"
     assert at.selectbox(key="cfg.compare.model_b.text").value == f"run:{tuned}"
@@ -66,7 +66,7 @@ def test_overlay_and_evaluations(store):
                       dataset_version="v1", metrics={"accuracy": 0.5, "bias_score": 0.2})
     record_evaluation(store, run_id=a, model="embedded:smollm2-135m-instruct", checkpoint="run:1", benchmark="bbq",
                       dataset_version="v1", metrics={"accuracy": 0.6, "bias_score": 0.1})
-    at = open_page("pages/compare.py")
+    at = open_page("views/compare.py")
     assert set(at.multiselect(key="cmp.overlay_runs").value) == {a, b}
     at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
     spec = chart_specs(at)["train/loss across runs"]

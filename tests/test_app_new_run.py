@@ -17,7 +17,7 @@ def _widget_keys(at):
 
 
 def test_every_field_has_a_widget_with_its_help(store):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     assert not at.exception
     for alg in ("grpo", "gr_grpo", "gr_dpo", "synthetic"):
         at.selectbox(key="new.algorithm").set_value(alg).run()
@@ -35,7 +35,7 @@ def test_every_field_has_a_widget_with_its_help(store):
 
 
 def test_validation_message_shown_next_to_the_field_and_nothing_queued(store):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     at.number_input(key="cfg.grpo.group_size").set_value(1).run()
     at.button(key="new.submit").click().run()
     assert list_runs(store) == []
@@ -51,7 +51,7 @@ def test_validation_message_shown_next_to_the_field_and_nothing_queued(store):
 
 
 def test_bad_model_path_is_explained(store, tmp_path):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     at.radio(key="cfg.grpo.model.kind").set_value("Local folder").run()
     at.text_input(key="cfg.grpo.model.text").set_value(str(tmp_path / "nope")).run()
     at.button(key="new.submit").click().run()
@@ -60,7 +60,7 @@ def test_bad_model_path_is_explained(store, tmp_path):
 
 
 def test_submit_synthetic_queues_it_and_opens_its_page(store):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     at.selectbox(key="new.algorithm").set_value("synthetic").run()
     at.number_input(key="cfg.synthetic.max_steps").set_value(120).run()
     at.text_input(key="cfg.synthetic.name").set_value("my synthetic").run()
@@ -74,7 +74,7 @@ def test_submit_synthetic_queues_it_and_opens_its_page(store):
 
 
 def test_dataset_choices_match_the_algorithm_and_preview_shows_groups(store):
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     assert "bbq_pairs" not in at.selectbox(key="cfg.grpo.dataset").options  # pairs are for DPO/IPO
     at.selectbox(key="new.algorithm").set_value("gr_dpo").run()
     assert at.selectbox(key="cfg.gr_dpo.dataset").value == "bbq_pairs"
@@ -102,7 +102,7 @@ def test_preset_round_trip_and_bad_presets():
 def test_loading_a_preset_fills_the_form(store):
     from app.forms import preset_text
 
-    at = open_page("pages/new_run.py")
+    at = open_page("views/new_run.py")
     at.session_state["new.preset_pending"] = preset_text({"algorithm": "gr_dpo", "eta": 0.05, "max_steps": 33})
     at.run()
     assert not at.exception

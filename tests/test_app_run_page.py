@@ -10,7 +10,7 @@ from tests.app_helpers import chart_specs, open_page, seed_synthetic, texts
 
 
 def _open_run(run_id):
-    at = open_page("pages/run.py")
+    at = open_page("views/run.py")
     at.selectbox(key="run.select").set_value(run_id).run()
     assert not at.exception
     return at
@@ -89,5 +89,5 @@ def test_refresh_reads_only_new_steps_and_restarts_after_a_resume(store):
 
 
 def test_run_page_empty_state(store):
-    at = open_page("pages/run.py")
+    at = open_page("views/run.py")
     assert "No runs yet" in texts(at)

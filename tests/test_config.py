@@ -110,7 +110,7 @@ def test_config_and_app_import_no_heavy_ml_packages():
     code = ("import sys, engine.config, engine.data.catalog, db.queue, db.writes\n"
             "import importlib, pkgutil, app\n"
             "for m in pkgutil.walk_packages(app.__path__, 'app.'):\n"
-            "    if not m.name.endswith('main') and '.pages.' not in m.name: importlib.import_module(m.name)\n"
+            "    if not m.name.endswith('main') and '.views.' not in m.name: importlib.import_module(m.name)\n"
             "heavy = sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules)\n"
             "print(heavy); sys.exit(1 if heavy else 0)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

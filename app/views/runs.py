@@ -7,11 +7,15 @@ import json
 import pandas as pd
 import streamlit as st
 
+from app.auth import require_access
 from app.state import CLONE_KEY, flash, get_store, open_run, show_flash
 from app.widgets import engine_banner, fmt_duration, status_badge
 from db.queue import QueueError, delete_run, get_run, move_in_queue, request_cancel, resume_run
 from db.reads import runs_overview
 from engine.config import ALGORITHM_LABELS
+
+# Every page checks access itself, so a page opened by its address never skips the password.
+require_access()
 
 store = get_store()
 st.title("Runs")
@@ -21,7 +25,7 @@ rows = runs_overview(store)
 if not rows:
     st.info("No runs yet. Create one on the **New run** page: the synthetic experiment trains in seconds and needs "
             "no model, BiasGRPO fine-tunes the embedded SmolLM2 against the bias reward.", icon=":material/info:")
-    st.page_link("pages/new_run.py", label="Create a run", icon=":material/add_circle:")
+    st.page_link("views/new_run.py", label="Create a run", icon=":material/add_circle:")
     st.stop()
 
 engine_banner(store, needed=any(r.status in ("queued", "running") for r in rows))
@@ -84,7 +88,7 @@ if cols[3].button("Clone into form", key="act_clone", icon=":material/content_co
     cfg = json.loads(get_run(store, run_id).config_json)
     cfg["name"] = f"{cfg.get('name') or sel.name} (clone)"
     st.session_state[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
-    st.switch_page("pages/new_run.py")
+    st.switch_page("views/new_run.py")
 with cols[4].popover("Delete", icon=":material/delete:", width="stretch", disabled=sel.status == "running"):
     st.write(f"Delete run #{run_id} **{sel.name}** with all its metrics, samples, checkpoints and events? "
              "This cannot be undone.")

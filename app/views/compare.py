@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, forms
+from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
 from app.widgets import engine_banner, fmt_value, status_badge
@@ -13,6 +14,9 @@ from db.queue import get_run, submit_run
 from db.reads import (common_metric_keys, comparison, comparison_summary, evaluations, overlay_series,
                       runs_by_algorithm, runs_with_checkpoints)
 from engine.config import TRAINING_ALGORITHMS
+
+# Every page checks access itself, so a page opened by its address never skips the password.
+require_access()
 
 ALG = "compare"
 PROBLEMS_KEY = "cmp.problems"

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts
+from app.auth import require_access
 from app.live import ChartCache, refresh
 from app.palette import group_colours
 from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
@@ -23,6 +24,9 @@ from db.queue import QueueError, get_run, request_cancel, resume_run
 from db.reads import checkpoints, run_events, runs_overview, sample_groups, sample_steps, samples
 from db.session import studio_home
 from engine.config import ALGORITHM_LABELS
+
+# Every page checks access itself, so a page opened by its address never skips the password.
+require_access()
 
 REFRESH_S = 2.0
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -36,7 +40,7 @@ overview = {r.id: r for r in runs_overview(store)}
 if not overview:
     st.info("No runs yet. Queue one on the **New run** page and its charts appear here while it trains.",
             icon=":material/info:")
-    st.page_link("pages/new_run.py", label="Create a run", icon=":material/add_circle:")
+    st.page_link("views/new_run.py", label="Create a run", icon=":material/add_circle:")
     st.stop()
 
 wanted = st.query_params.get("run") or ss.get(RUN_KEY)
@@ -81,7 +85,7 @@ if head[3].button("Clone", key="run.clone", icon=":material/content_copy:"):
     cfg = json.loads(get_run(store, run_id).config_json)
     cfg["name"] = f"{cfg.get('name') or row.name} (clone)"
     ss[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
-    st.switch_page("pages/new_run.py")
+    st.switch_page("views/new_run.py")
 if row.error:
     st.error(f"The run failed: {row.error}", icon=":material/error:")
 

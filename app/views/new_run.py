@@ -7,10 +7,14 @@ import pandas as pd
 import streamlit as st
 
 from app import forms
+from app.auth import require_access
 from app.palette import group_colours
 from app.state import CLONE_KEY, get_store, open_run
 from db.queue import submit_run
 from engine.config import CONFIG_CLASSES, TRAINING_ALGORITHMS
+
+# Every page checks access itself, so a page opened by its address never skips the password.
+require_access()
 
 ALGO_KEY = "new.algorithm"
 PROBLEMS_KEY = "new.problems"
