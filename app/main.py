@@ -10,13 +10,16 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app.auth import require_access  # noqa: E402
+from app.auth import has_access, require_access  # noqa: E402
 
 st.set_page_config(page_title="Alignment studio", page_icon=":material/balance:", layout="wide")
-require_access()
-st.navigation([
+# The router is declared before the gate so the address a visitor opened (/new_run, /run?run=3) survives the
+# login; it only picks the page, which runs in .run() after the gate. Before the password no page is listed.
+nav = st.navigation([
     st.Page("views/runs.py", title="Runs", icon=":material/list:", default=True),
     st.Page("views/new_run.py", title="New run", icon=":material/add_circle:"),
     st.Page("views/run.py", title="Run", icon=":material/monitoring:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
-]).run()
+], position="sidebar" if has_access() else "hidden")
+require_access()
+nav.run()

@@ -7,6 +7,7 @@ each page go to test-artifacts/ (and, with STUDIO_UPDATE_SCREENSHOTS=1, to docs/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -32,23 +33,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def studio(tmp_path):
-    """`studio app` and `studio engine` on a temp store; yields (url, store)."""
+@contextlib.contextmanager
+def _serve(tmp_path, *, password: str | None = None, engine: bool = True):
+    """`studio app` (and `studio engine`) on a temp store; yields (url, store)."""
     from db.session import Store
 
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     db_url = f"sqlite:///{home / 'studio.db'}"
     env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_DB_URL": db_url}
     env.pop("STUDIO_PASSWORD", None)
+    if password:
+        env["STUDIO_PASSWORD"] = password
     port = _free_port()
     logs = tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
     procs = [subprocess.Popen([sys.executable, "-m", "engine.cli", "app", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=open(logs / "app.log", "w"), stderr=subprocess.STDOUT),
-             subprocess.Popen([sys.executable, "-m", "engine.cli", "engine", "--poll", "0.3"], cwd=ROOT, env=env,
-                              stdout=open(logs / "engine.log", "w"), stderr=subprocess.STDOUT)]
+                              stdout=open(logs / "app.log", "w"), stderr=subprocess.STDOUT)]
+    if engine:
+        procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", "engine", "--poll", "0.3"], cwd=ROOT,
+                                      env=env, stdout=open(logs / "engine.log", "w"), stderr=subprocess.STDOUT))
     store = Store(db_url)
 
     def up() -> bool:
@@ -75,15 +79,27 @@ def studio(tmp_path):
 
 
 @pytest.fixture
-def page():
+def studio(tmp_path):
+    """`studio app` and `studio engine` on a temp store, no password; yields (url, store)."""
+    with _serve(tmp_path) as served:
+        yield served
+
+
+@pytest.fixture
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        pg = browser.new_page(viewport={"width": 1400, "height": 1500})
-        pg.set_default_timeout(30_000)
-        yield pg
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM,
+                               args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1500})
+    pg.set_default_timeout(30_000)
+    yield pg
 
 
 def _shot(page, name: str) -> None:
@@ -201,3 +217,57 @@ def test_new_user_flow(studio, page):
     assert page.get_by_text("A: embedded:smollm2-135m-instruct", exact=False).count() > 0
     assert page.get_by_text(f"B: run:{run.id}", exact=False).count() > 0
     _shot(page, "compare")
+
+
+# Each page's own address, and what only that page shows once the studio is open.
+PAGE_URLS = {"": "Actions", "runs": "Actions", "new_run": "Dataset preview", "run?run=1": "Group weights",
+             "compare": "Summary per group"}
+
+
+def _fresh_page(browser, url: str):
+    """A new browser context per address: no cookie or session of an earlier visit helps."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1200})
+    pg = ctx.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(url)
+    _settle(pg)
+    return ctx, pg
+
+
+def _seed_for_every_page(store) -> None:
+    from tests.app_helpers import seed_comparison, seed_synthetic
+
+    seed_synthetic(store)  # run 1: the runs table, the run page's charts
+    seed_comparison(store)
+
+
+def test_every_page_url_needs_the_password(tmp_path, browser):
+    password = "correct horse battery staple"
+    with _serve(tmp_path, password=password, engine=False) as (url, store):
+        _seed_for_every_page(store)
+        for path, content in PAGE_URLS.items():
+            ctx, pg = _fresh_page(browser, f"{url}/{path}")
+            pg.get_by_text("This studio is password protected").wait_for()
+            pg.wait_for_timeout(1500)  # give a page that slipped through the time to draw
+            body = pg.inner_text("body")
+            assert content not in body, (path, body[:500])
+            assert "synth" not in body and "base vs tuned" not in body, (path, body[:500])
+            # Nothing in the sidebar leads to a page before the password.
+            assert pg.get_by_role("link", name="New run").count() == 0, path
+            if path == "new_run":
+                # The right password opens the page the address named.
+                pg.get_by_label("Access password").fill(password)
+                pg.get_by_role("button", name="Unlock").click()
+                pg.get_by_text(content).first.wait_for()
+                assert pg.url.endswith("/new_run")
+            ctx.close()
+
+
+def test_every_page_url_opens_without_a_password_on_localhost(tmp_path, browser):
+    with _serve(tmp_path, engine=False) as (url, store):
+        _seed_for_every_page(store)
+        for path, content in PAGE_URLS.items():
+            ctx, pg = _fresh_page(browser, f"{url}/{path}")
+            pg.get_by_text(content).first.wait_for()
+            assert "password protected" not in pg.inner_text("body")
+            ctx.close()
