@@ -49,20 +49,29 @@ class EngineWorker:
         self.stopping = False
         self.child: subprocess.Popen[bytes] | None = None
         self._stop_sent_at: float | None = None
+        # Set when the engine itself kills the run process, so the event says why instead of guessing OOM.
+        self.kill_reason: str | None = None
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self.stopping and self.child is not None and self.child.poll() is None:
-            # A second Ctrl-C means "now": the run loses its current step but resumes from its last checkpoint.
-            self.child.kill()
+        """The first signal of any kind (SIGTERM, SIGINT, SIGHUP) means "finish the step, checkpoint, re-queue".
+
+        Only a repeated SIGINT (a person pressing Ctrl-C again) means "now". A repeated SIGTERM or SIGHUP is the
+        same request again (a supervisor, a closing terminal, `studio up` forwarding): supervisors escalate with
+        SIGKILL themselves, so escalating here would only lose steps that were about to be saved."""
+        child_alive = self.child is not None and self.child.poll() is None
+        if self.stopping:
+            if signum == signal.SIGINT and child_alive:
+                self.kill_reason = "stopped by a second interrupt (Ctrl-C) during engine shutdown"
+                self.child.kill()
             return
         self.stopping = True
-        if self.child is not None and self.child.poll() is None:
+        if child_alive:
             self.child.send_signal(signal.SIGTERM)
             self._stop_sent_at = time.monotonic()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
 
     def serve(self) -> None:
         s = self.settings
@@ -107,6 +116,8 @@ class EngineWorker:
             except subprocess.TimeoutExpired:
                 queue.heartbeat(self.store, run_id, self.worker_id)
                 if self._stop_sent_at and time.monotonic() - self._stop_sent_at > self.settings.shutdown_grace_s:
+                    self.kill_reason = (f"stopped by the engine: the step did not finish within the "
+                                        f"{self.settings.shutdown_grace_s:.0f} s shutdown grace period")
                     self.child.kill()
         self.child = None
         self._stop_sent_at = None
@@ -117,7 +128,9 @@ class EngineWorker:
         if run.status != RunStatus.running:  # the run process recorded its own outcome
             print(f"run {run_id}: {run.status.value}", flush=True)
             return
-        if code < 0:
+        if self.kill_reason and code < 0:
+            error, self.kill_reason = self.kill_reason, None
+        elif code < 0:
             name = _signal_name(code)
             hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
             error = f"run process was killed by {name}{hint}"
@@ -126,9 +139,10 @@ class EngineWorker:
         if self.stopping and self.settings.recover == "requeue":
             queue.finish_run(self.store, run_id, RunStatus.queued, requeue=True, error=None,
                              message=f"{error} during engine shutdown; re-queued to resume from its last checkpoint")
+            print(f"run {run_id}: re-queued ({error}); it resumes from its last checkpoint", flush=True)
         else:
             queue.finish_run(self.store, run_id, RunStatus.failed, error=error)
-        print(f"run {run_id}: failed: {error}", flush=True)
+            print(f"run {run_id}: failed: {error}", flush=True)
 
 
 def main(url: str | None = None, settings: WorkerSettings | None = None) -> None:
