@@ -7,7 +7,9 @@ ENV PYTHONUNBUFFERED=1 \
     STUDIO_HOME=/data \
     STUDIO_DB_URL=sqlite:////data/studio.db
 
-RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
+# tini as PID 1: it forwards SIGTERM from `docker stop` and reaps orphans; the studio's own processes then stop
+# gracefully (the running step finishes and the run is re-queued) within the compose file's stop_grace_period.
+RUN apt-get update && apt-get install -y --no-install-recommends curl tini && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -20,4 +22,5 @@ RUN pip install torch==2.13.0 && pip install -e ".[${EXTRA}]" && pip install --n
 
 VOLUME ["/data"]
 EXPOSE 8501
+ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["studio", "up", "--host", "0.0.0.0"]

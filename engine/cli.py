@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from functools import wraps
@@ -92,27 +90,20 @@ def _check_network_safety(host: str) -> None:
 @friendly
 def up(host: str = typer.Option("127.0.0.1", help="Address to serve the web app on (localhost by default)."),
        port: int = typer.Option(8501, help="Port of the web app."), db: Optional[str] = DbOpt) -> None:
-    """Start the engine and the web app together; Ctrl-C stops both (runs resume on the next start)."""
+    """Start the engine and the web app together; Ctrl-C stops both (the running step finishes and the run
+    resumes on the next start; a second Ctrl-C stops the step at once)."""
+    from engine.supervise import Child, Supervisor, port_problem
+
     _check_network_safety(host)
+    if problem := port_problem(host, port):
+        raise CLIError(problem)
     store = _store(db)  # migrate once before either process starts
     env = {**os.environ, "STUDIO_DB_URL": store.url}
-    engine = subprocess.Popen([sys.executable, "-m", "engine.cli", "engine"], env=env, cwd=ROOT)
-    web = subprocess.Popen(_app_cmd(host, port), env=env, cwd=ROOT)
+    # The engine may need its whole shutdown grace (a step finishing) before it exits.
+    sup = Supervisor([Child("engine", [sys.executable, "-m", "engine.cli", "engine"], grace_s=660.0),
+                      Child("web", _app_cmd(host, port))], env=env, cwd=str(ROOT))
     typer.echo(f"Alignment studio: http://{'localhost' if host == '127.0.0.1' else host}:{port}  (database {store.url})")
-    try:
-        while engine.poll() is None and web.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in (web, engine):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in (web, engine):
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    raise typer.Exit(sup.run())
 
 
 @app.command()
@@ -134,10 +125,14 @@ def engine(db: Optional[str] = DbOpt,
 @friendly
 def app_cmd(host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8501), db: Optional[str] = DbOpt) -> None:
     """Run only the web app (the engine may run elsewhere against the same database)."""
+    from engine.supervise import Child, Supervisor, port_problem
+
     _check_network_safety(host)
+    if problem := port_problem(host, port):
+        raise CLIError(problem)
     store = _store(db)
-    os.environ["STUDIO_DB_URL"] = store.url
-    raise typer.Exit(subprocess.call(_app_cmd(host, port), cwd=ROOT))
+    env = {**os.environ, "STUDIO_DB_URL": store.url}
+    raise typer.Exit(Supervisor([Child("web", _app_cmd(host, port))], env=env, cwd=str(ROOT)).run())
 
 
 # ------------------------------------------------------------------------------------------------ runs

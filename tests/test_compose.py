@@ -48,3 +48,13 @@ def test_web_is_published_on_localhost_and_needs_a_password():
 def test_the_parser_rejects_an_invalid_compose_file():
     with pytest.raises(ValueError):
         compose_spec.PyCompose.from_yaml("services:\n  web:\n    image: x\n    ports: ['bad:host:ip:spec']\n")
+
+
+def test_the_image_runs_the_studio_under_an_init_that_forwards_signals():
+    # As PID 1 a process gets no default signal handling; tini forwards `docker stop`'s SIGTERM and reaps
+    # orphans, and the exec-form CMD keeps `studio` a direct child (no shell swallowing the signal).
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
+    assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in lines
+    assert any(ln.startswith("RUN apt-get") and " tini" in ln for ln in lines)
+    (cmd,) = [ln for ln in lines if ln.startswith("CMD")]
+    assert cmd.startswith("CMD [")
