@@ -7,6 +7,7 @@ new metric written by a runner shows up without touching the app.
 from __future__ import annotations
 
 import fnmatch
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,13 @@ from app.palette import AVERAGE_COLOUR, PALETTE, WORST_COLOUR
 from db.reads import Series
 
 HEIGHT = 300
+
+
+def plotly_plain(text: str) -> str:
+    """``text`` for a plotly title, legend, axis or category label: plotly reads a subset of HTML there
+    (<b>, <a href>, <span style>), so a group label or run name like '<a href=...>' must arrive as entities,
+    which plotly shows literally."""
+    return html.escape(str(text), quote=False)
 
 
 @dataclass(frozen=True)
@@ -61,9 +69,9 @@ def assign_panels(keys: Sequence[str]) -> tuple[list[tuple[Panel, list[str]]], l
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, revision: str) -> go.Figure:
-    fig.update_layout(title={"text": title, "x": 0.0, "font": {"size": 15}}, height=HEIGHT,
+    fig.update_layout(title={"text": plotly_plain(title), "x": 0.0, "font": {"size": 15}}, height=HEIGHT,
                       margin={"l": 50, "r": 10, "t": 40, "b": 40}, hovermode="x unified",
-                      legend={"orientation": "h", "y": -0.2}, xaxis_title="step", yaxis_title=y_title,
+                      legend={"orientation": "h", "y": -0.2}, xaxis_title="step", yaxis_title=plotly_plain(y_title),
                       template="plotly_white", uirevision=revision)  # uirevision keeps zoom across refreshes
     return fig
 
@@ -91,12 +99,13 @@ def line_figure(title: str, series: Mapping[str, Series], colours: Mapping[str, 
     fig = go.Figure()
     for i, (name, s) in enumerate(series.items()):
         colour = (colours or {}).get(name) or PALETTE[i % len(PALETTE)]
+        shown = plotly_plain(name)  # series names are group labels, metric keys, run names
         if bands and name in bands:
-            _band(fig, s.steps, bands[name][0], bands[name][1], colour, name)
+            _band(fig, s.steps, bands[name][0], bands[name][1], colour, shown)
         elif s.downsampled:
-            _band(fig, s.steps, s.lo, s.hi, colour, name)
+            _band(fig, s.steps, s.lo, s.hi, colour, shown)
         fig.add_trace(go.Scatter(x=s.steps, y=s.values, mode="lines+markers" if len(s) < 30 else "lines",
-                                 name=name, legendgroup=name, line={"color": colour, "width": 2},
+                                 name=shown, legendgroup=shown, line={"color": colour, "width": 2},
                                  marker={"size": 5}))
     return _layout(fig, title, y_title, revision)
 
@@ -140,8 +149,9 @@ def overlay_figure(key: str, series_by_run: Mapping[str, Series]) -> go.Figure:
 
 def comparison_bar_figure(groups: Sequence[str], mean_a: Sequence[float | None], mean_b: Sequence[float | None],
                           label_a: str, label_b: str) -> go.Figure:
-    fig = go.Figure([go.Bar(name=label_a, x=list(groups), y=list(mean_a), marker_color=AVERAGE_COLOUR),
-                     go.Bar(name=label_b, x=list(groups), y=list(mean_b), marker_color="#0072B2")])
+    x = [plotly_plain(g) for g in groups]
+    fig = go.Figure([go.Bar(name=plotly_plain(label_a), x=x, y=list(mean_a), marker_color=AVERAGE_COLOUR),
+                     go.Bar(name=plotly_plain(label_b), x=x, y=list(mean_b), marker_color="#0072B2")])
     fig.update_layout(barmode="group", title={"text": "Mean bias reward per group (higher = less biased)", "x": 0},
                       height=HEIGHT, margin={"l": 50, "r": 10, "t": 40, "b": 40}, template="plotly_white",
                       yaxis_title="bias reward", legend={"orientation": "h", "y": -0.2})

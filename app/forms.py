@@ -18,6 +18,7 @@ from typing import Any
 
 import streamlit as st
 
+from app.widgets import plain
 from engine.config import (ALGORITHM_LABELS, DEFAULT_MODEL, EMBEDDED_MODELS, CONFIG_CLASSES, ConfigError,
                            BaseRunConfig, field_help, parse_config)
 
@@ -187,7 +188,7 @@ def _render_rewards(key: str, f: dict[str, Any]) -> None:
             wkey = f"{key}.w.{n}"
             if wkey not in st.session_state:
                 st.session_state[wkey] = 1.0
-            col.number_input(f"Weight of {n}", key=wkey, step=0.1, format="%g")
+            col.number_input(f"Weight of {plain(n)}", key=wkey, step=0.1, format="%g")  # n can come from a preset
 
 
 def render_field(algorithm: str, f: dict[str, Any], problems: Mapping[str, str], *,
@@ -224,7 +225,7 @@ def render_field(algorithm: str, f: dict[str, Any], problems: Mapping[str, str],
         st.text_input(label(name), key=key, help=help_)
     msg = field_problem(problems, name)
     if msg:
-        st.error(f"**{label(name)}** {msg}", icon=":material/error:")
+        st.error(f"**{label(name)}** {plain(msg)}", icon=":material/error:")  # messages quote the typed value
 
 
 def _by_section(fields: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -261,9 +262,9 @@ def render_form(algorithm: str, problems: Mapping[str, str], *, dataset_choices:
     known = {f["name"] for f in fields} | {"algorithm", "config"}
     for k, v in problems.items():  # problems no field shows (e.g. a preset with a removed setting)
         if k.split(".", 1)[0] not in known:
-            st.error(f"**{label(k)}** {v}")
+            st.error(f"**{plain(label(k))}** {plain(v)}")
     if "config" in problems:
-        st.error(problems["config"])
+        st.error(plain(problems["config"]))
 
 
 def preset_text(data: Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -27,6 +28,21 @@ def texts(at: AppTest) -> str:
     for kind in ("markdown", "caption", "info", "warning", "error", "success", "title", "subheader", "text"):
         parts += [str(e.value) for e in getattr(at, kind)]
     return "\n".join(parts)
+
+
+def shown_text(markdown: str, *, keep_invisible: bool = False) -> str:
+    """What a reader sees of a markdown string: rendered by a CommonMark renderer (markdown-it-py, with GFM
+    tables and strikethrough), tags dropped, line breaks kept. Invisible word joiners are dropped and no-break
+    spaces read as spaces unless ``keep_invisible``."""
+    import html
+
+    from markdown_it import MarkdownIt
+
+    # Streamlit rewrites :material/ to :material_ in the source before parsing.
+    out = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(
+        str(markdown).replace(":material/", ":material_"))
+    out = html.unescape(re.sub(r"<[^>]+>", "", re.sub(r"<br\s*/?>\n?", "\n", out))).strip("\n")
+    return out if keep_invisible else out.replace("\u2060", "").replace("\xa0", " ")
 
 
 def seed_synthetic(store, steps: int = 20, groups=("gender", "race")) -> int:

@@ -6,7 +6,7 @@ import json
 
 from db.queue import list_runs
 from db.writes import record_checkpoint, record_evaluation
-from tests.app_helpers import chart_specs, open_page, seed_comparison, seed_synthetic, texts
+from tests.app_helpers import chart_specs, open_page, seed_comparison, seed_synthetic, shown_text, texts
 
 
 def test_empty_state(store):
@@ -26,7 +26,7 @@ def test_side_by_side_columns_and_group_summary(store):
     assert all(abs(x - 0.5) < 1e-9 for x in summary["B - A"])
     shown = [t.value for t in at.text]
     assert {"answer-a-0", "answer-b-0", "answer-a-1", "answer-b-1", "answer-a-2", "answer-b-2"} <= set(shown)
-    captions = [c.value for c in at.caption]
+    captions = [shown_text(c.value) for c in at.caption]  # model names arrive escaped: compare what is shown
     assert any(c.startswith("A: embedded:smollm2-135m-instruct") and "0.25" in c for c in captions)
     assert any(c.startswith("B: run:1") and "+0.500" in c for c in captions)
     bars = chart_specs(at)["Mean bias reward per group (higher = less biased)"]

@@ -9,8 +9,8 @@ from app import charts, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
-from app.widgets import engine_banner, fmt_value, status_badge
-from db.queue import get_run, submit_run
+from app.widgets import engine_banner, fmt_value, plain, status_badge
+from db.queue import get_run
 from db.reads import (common_metric_keys, comparison, comparison_summary, evaluations, overlay_series,
                       runs_by_algorithm, runs_with_checkpoints)
 from engine.config import TRAINING_ALGORITHMS
@@ -29,10 +29,9 @@ show_flash()
 
 
 def _on_submit() -> None:
-    cfg, problems = forms.validate(forms.collect(ALG))
+    run_id, problems = forms.submit(store, forms.collect(ALG))
     ss[PROBLEMS_KEY] = problems
-    if cfg is not None:
-        run_id = submit_run(store, cfg)
+    if run_id is not None:
         ss[JOB_KEY] = run_id
         flash(f"Comparison #{run_id} queued: the engine generates both models' answers and scores them.")
 
@@ -74,7 +73,8 @@ with tab_cmp:
             if job_active and job.status.finished:
                 st.rerun()
             rows = comparison(store, job_id)
-            st.markdown(f"Status: {status_badge(job.status.value)}" + (f" · {job.error}" if job.error else ""))
+            st.markdown(f"Status: {status_badge(job.status.value)}"
+                        + (f" · {plain(job.error, multiline=True)}" if job.error else ""))
             if not rows:
                 st.info("Generating answers..." if job_active else "This comparison produced no answers.",
                         icon=":material/hourglass_empty:")
@@ -95,14 +95,15 @@ with tab_cmp:
             groups = [s.group for s in summary]
             shown = st.multiselect("Groups", groups, default=groups, key=f"cmp.groups.{job_id}")
             for g in shown:
-                st.markdown(f"#### <span style='color:{colours[g]}'>●</span> {g}", unsafe_allow_html=True)
+                # The colour directive instead of an HTML span: no HTML is allowed next to the group label.
+                st.markdown(f'#### :color[●]{{foreground="{colours[g]}"}} {plain(g)}')
                 for r in (x for x in rows if x.group == g):
                     with st.container(border=True):
-                        st.markdown(f"**Prompt {r.prompt_index}.** {r.prompt}")
+                        st.markdown(f"**Prompt {r.prompt_index}.** {plain(r.prompt, multiline=True)}")
                         a, b = st.columns(2)
-                        a.caption(f"A: {label_a} · bias reward {fmt_value(r.reward_a, 3)}")
+                        a.caption(f"A: {plain(label_a)} · bias reward {fmt_value(r.reward_a, 3)}")
                         a.text(r.completion_a or "(no answer)")
-                        b.caption(f"B: {label_b} · bias reward {fmt_value(r.reward_b, 3)}"
+                        b.caption(f"B: {plain(label_b)} · bias reward {fmt_value(r.reward_b, 3)}"
                                   + (f" · difference {r.diff:+.3f}" if r.diff is not None else ""))
                         b.text(r.completion_b or "(no answer)")
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import forms
+from app import charts, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import CLONE_KEY, get_store, open_run
+from app.widgets import plain
 from db.queue import submit_run
 from engine.config import CONFIG_CLASSES, TRAINING_ALGORITHMS
 
@@ -52,14 +53,14 @@ if CLONE_KEY in ss:
 def _apply_preset(raw: bytes, name: str) -> None:
     data, problems = forms.parse_preset(raw, tuple(ALGORITHMS))
     if data is None:
-        ss[PRESET_MSG_KEY] = ("error", f"{name}: {problems['config']}")
+        ss[PRESET_MSG_KEY] = ("error", f"{plain(name)}: {plain(problems['config'])}")
         return
     _load_into_form(data)
     if problems:
         ss[PROBLEMS_KEY] = {data["algorithm"]: problems}
-        ss[PRESET_MSG_KEY] = ("warning", f"Loaded {name}; fix the settings marked below before queueing.")
+        ss[PRESET_MSG_KEY] = ("warning", f"Loaded {plain(name)}; fix the settings marked below before queueing.")
     else:
-        ss[PRESET_MSG_KEY] = ("success", f"Loaded preset {name}.")
+        ss[PRESET_MSG_KEY] = ("success", f"Loaded preset {plain(name)}.")
 
 
 def _on_preset_upload() -> None:
@@ -126,7 +127,7 @@ if dataset_choices:
     try:
         p = _preview(name)
     except (ValueError, FileNotFoundError, KeyError) as e:
-        st.info(f"No preview for {name}: {e}", icon=":material/info:")
+        st.info(f"No preview for {name}: {plain(e)}", icon=":material/info:")
     else:
         spec = p["spec"]
         st.write(spec["description"])
@@ -136,11 +137,12 @@ if dataset_choices:
         counts = pd.DataFrame({"group": list(p["group_counts"]), "rows": list(p["group_counts"].values())})
         import plotly.graph_objects as go
 
-        fig = go.Figure(go.Bar(x=counts["group"], y=counts["rows"], marker_color=[colours[g] for g in counts["group"]]))
+        fig = go.Figure(go.Bar(x=[charts.plotly_plain(g) for g in counts["group"]], y=counts["rows"],
+                               marker_color=[colours[g] for g in counts["group"]]))
         fig.update_layout(title={"text": "Rows per group", "x": 0}, height=260, template="plotly_white",
                           margin={"l": 40, "r": 10, "t": 40, "b": 40})
         st.plotly_chart(fig, key="new.preview_counts")
         for group, texts in p["examples"].items():
-            with st.expander(f"{group}: {p['group_counts'].get(group, 0)} rows"):
+            with st.expander(f"{plain(group)}: {p['group_counts'].get(group, 0)} rows"):
                 for t in texts:
                     st.text(t)

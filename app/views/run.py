@@ -19,7 +19,7 @@ from app.auth import require_access
 from app.live import ChartCache, refresh
 from app.palette import group_colours
 from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
-from app.widgets import engine_banner, fmt_duration, fmt_value, status_badge
+from app.widgets import engine_banner, fmt_duration, fmt_value, plain, status_badge
 from db.queue import QueueError, get_run, request_cancel, resume_run
 from db.reads import checkpoints, run_events, runs_overview, sample_groups, sample_steps, samples
 from db.session import studio_home
@@ -74,8 +74,8 @@ def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
 
 
 head = st.columns([6, 1, 1, 1])
-head[0].markdown(f"### #{row.id} {row.name}\n{status_badge(row.status)} · "
-                 f"{ALGORITHM_LABELS.get(row.algorithm, row.algorithm)} · model `{row.model}`")
+head[0].markdown(f"### #{row.id} {plain(row.name)}\n{status_badge(row.status)} · "
+                 f"{ALGORITHM_LABELS.get(row.algorithm, row.algorithm)} · model {plain(row.model)}")
 head[1].button("Cancel", key="run.cancel", disabled=not active or row.cancel_requested, icon=":material/stop_circle:",
                on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: cancel requested."))
 head[2].button("Resume", key="run.resume", disabled=row.status not in ("failed", "cancelled"),
@@ -87,7 +87,7 @@ if head[3].button("Clone", key="run.clone", icon=":material/content_copy:"):
     ss[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
     st.switch_page("views/new_run.py")
 if row.error:
-    st.error(f"The run failed: {row.error}", icon=":material/error:")
+    st.error(f"The run failed: {plain(row.error, multiline=True)}", icon=":material/error:")
 
 with st.expander("Configuration"):
     st.json(json.loads(get_run(store, run_id).config_json))
@@ -125,8 +125,9 @@ def live_panel() -> None:
     m = st.columns(4)
     m[0].metric("Status", current.status.value)
     m[1].metric("Step", f"{current.last_step}")
-    m[2].metric(f"Reward ({r.reward_key})" if r.reward_key else "Reward", fmt_value(r.reward))
-    m[3].metric(f"Worst group ({r.worst_group_key})" if r.worst_group_key else "Worst group",
+    # Metric keys come from runners and reward names: labels are markdown too.
+    m[2].metric(f"Reward ({plain(r.reward_key)})" if r.reward_key else "Reward", fmt_value(r.reward))
+    m[3].metric(f"Worst group ({plain(r.worst_group_key)})" if r.worst_group_key else "Worst group",
                 fmt_value(r.worst_group))
 
     if not cache.metrics and not any(cache.groups.values()):
@@ -230,4 +231,4 @@ else:
                 st.success(f"Exported to {out}. Load it with `AutoModelForCausalLM.from_pretrained('{out}')` or "
                            "pick it as a local folder in a comparison.")
             else:
-                st.error(f"Export failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+                st.error(f"Export failed: {plain(' '.join((done.stderr or done.stdout).strip().splitlines()[-1:]))}")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from app.auth import require_access
 from app.state import CLONE_KEY, flash, get_store, open_run, show_flash
-from app.widgets import engine_banner, fmt_duration, status_badge
+from app.widgets import engine_banner, fmt_duration, plain, status_badge
 from db.queue import QueueError, delete_run, get_run, move_in_queue, request_cancel, resume_run
 from db.reads import runs_overview
 from engine.config import ALGORITHM_LABELS
@@ -52,7 +52,8 @@ if queued:
     st.caption("The engine takes queued runs from the top. Move a run to change the order.")
     for i, r in enumerate(queued):
         c1, c2, c3 = st.columns([8, 1, 1])
-        c1.write(f"**{r.queue_position}.** #{r.id} {r.name} ({ALGORITHM_LABELS.get(r.algorithm, r.algorithm)})")
+        c1.write(f"**{r.queue_position}.** #{r.id} {plain(r.name)} "
+                 f"({ALGORITHM_LABELS.get(r.algorithm, r.algorithm)})")
         c2.button("↑", key=f"up_{r.id}", disabled=i == 0, help="Earlier in the queue",
                   on_click=move_in_queue, args=(store, r.id, -1))
         c3.button("↓", key=f"down_{r.id}", disabled=i == len(queued) - 1, help="Later in the queue",
@@ -63,7 +64,8 @@ by_id = {r.id: r for r in rows}
 run_id = st.selectbox("Run", list(by_id), key="runs_selected",
                       format_func=lambda i: f"#{i} {by_id[i].name} ({by_id[i].status})")
 sel = by_id[run_id]
-st.markdown(f"Status: {status_badge(sel.status)}" + (f" · error: `{sel.error.splitlines()[0]}`" if sel.error else ""))
+st.markdown(f"Status: {status_badge(sel.status)}"
+            + (f" · error: {plain(sel.error.splitlines()[0])}" if sel.error else ""))
 
 
 def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -90,7 +92,7 @@ if cols[3].button("Clone into form", key="act_clone", icon=":material/content_co
     st.session_state[CLONE_KEY] = {"config": cfg, "parent_id": run_id}
     st.switch_page("views/new_run.py")
 with cols[4].popover("Delete", icon=":material/delete:", width="stretch", disabled=sel.status == "running"):
-    st.write(f"Delete run #{run_id} **{sel.name}** with all its metrics, samples, checkpoints and events? "
+    st.write(f"Delete run #{run_id} **{plain(sel.name)}** with all its metrics, samples, checkpoints and events? "
              "This cannot be undone.")
     confirm = st.checkbox("Yes, delete it", key=f"del_confirm_{run_id}")
     st.button("Delete permanently", key="act_delete", type="primary", disabled=not confirm,
