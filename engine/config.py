@@ -5,6 +5,12 @@ machine that may have no GPU stack installed. One pydantic model per algorithm; 
 help text (``description``) and a form section (``json_schema_extra``), and validation never rewrites
 a value silently: a bad value is refused with a message naming the field and the fix.
 
+Strict: no text for a number, no true for 1, no 1e3 for an integer (a JSON integer is still a valid
+float), finite numbers only, and every size has an upper bound. Reward names and parameters are checked
+against the reward registry. Checks that need the store or the submitting machine (run references,
+paths, dataset contents) are in engine.submission: this module stays store-free because the run process
+re-parses the stored config.
+
 Round trip: ``parse_config(config_to_json(cfg)) == cfg`` holds exactly (pydantic writes floats with
 ``repr`` precision, and every field is a JSON scalar, list or string).
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -23,6 +30,15 @@ DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 DEFAULT_REWARD = "bias_rm"
 # A hub id is "org/name" (letters, digits, - _ .). Anything else that is not an existing folder is a typo.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# numpy's and torch's seeding range: a larger seed fails only when the run starts.
+MAX_SEED = 2**32 - 1
+# Upper bounds on sizes: a value past these is a typo (1e10 prompts), not a plan, and would otherwise be
+# found out by a many-GB allocation in the engine.
+MAX_BATCH = 65536
+MAX_EXAMPLES = 1_000_000
+MAX_STEPS = 1_000_000
+# strict: no text for numbers, no true for 1 (JSON's 1 is still a valid float); finite numbers only.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ConfigError(ValueError):
@@ -31,6 +47,11 @@ class ConfigError(ValueError):
     def __init__(self, problems: dict[str, str]):
         self.problems = problems
         super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+
+
+def _is_number(v: Any) -> bool:
+    """A real number, not a bool (True is an int in Python, but in a config it is a mistake, not 1)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _f(default: Any, help: str, *, section: str = "basic", advanced: bool = False, **kw: Any) -> Any:
@@ -61,31 +82,55 @@ def check_model_path(value: str) -> str:
                      f"'HuggingFaceTB/SmolLM2-135M-Instruct', or {DEFAULT_MODEL!r}")
 
 
+def check_reward_name(value: str) -> str:
+    from engine.rewards.base import REWARDS  # torch-free registry; lazy so importing this module stays cheap
+
+    if value not in REWARDS:
+        raise ValueError(f"unknown reward {value[:40]!r}: choose one of {', '.join(REWARDS)}")
+    return value
+
+
 class RewardSpec(BaseModel):
     """One term of the reward: a registered reward function and its weight in the sum."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
     name: str = Field(DEFAULT_REWARD, description="Registered reward function (bias_rm, length, refusal, format).")
-    weight: float = Field(1.0, description="Weight of this term in the summed reward.")
+    weight: float = Field(1.0, description="Weight of this term in the summed reward.", ge=-1000.0, le=1000.0)
     params: dict[str, Any] = Field(default_factory=dict, description="Options of the reward function.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_registered(cls, v: str) -> str:
+        return check_reward_name(v)
+
+    @model_validator(mode="after")
+    def _params_fit(self) -> "RewardSpec":
+        from engine.rewards.base import validate_params
+
+        try:
+            validate_params(self.name, self.params)
+        except ValueError as e:
+            raise ValueError(f"params: {e}") from None
+        return self
 
 
 class BaseRunConfig(BaseModel):
     """Fields every run has."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(**_STRICT, validate_assignment=True)
 
-    name: str = _f("", "A name for the run, shown in the runs table. Empty: the algorithm and time are used.")
+    name: str = _f("", "A name for the run, shown in the runs table. Empty: the algorithm and time are used.",
+                   max_length=200)
     seed: int = _f(0, "Random seed for data order, sampling and initialisation; the same seed repeats a run.",
-                   advanced=True, ge=0)
-    max_steps: int = _f(50, "Number of training steps.", ge=1, le=1_000_000)
+                   advanced=True, ge=0, le=MAX_SEED)
+    max_steps: int = _f(50, "Number of training steps.", ge=1, le=MAX_STEPS)
     checkpoint_every: int = _f(10, "Save a resumable checkpoint every this many steps (0: only at the end).",
-                               section="checkpoints", advanced=True, ge=0)
+                               section="checkpoints", advanced=True, ge=0, le=MAX_STEPS)
 
     @field_validator("max_steps", mode="before")
     @classmethod
     def _steps_positive(cls, v: Any) -> Any:
-        if isinstance(v, (int, float)) and v < 1:
+        if _is_number(v) and v < 1:
             raise ValueError("must be at least 1: a run needs one or more training steps")
         return v
 
@@ -100,10 +145,11 @@ class LLMRunConfig(BaseRunConfig):
     use_lora: bool = _f(False, "Train a LoRA adapter instead of all weights; the frozen base is the reference model.",
                         section="model")
     lora_r: int = _f(16, "LoRA rank.", section="model", advanced=True, ge=1, le=1024)
-    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", section="model", advanced=True, ge=1)
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", section="model", advanced=True, ge=1,
+                         le=MAX_BATCH)
     lora_dropout: float = _f(0.0, "Dropout on the LoRA branch.", section="model", advanced=True, ge=0.0, lt=1.0)
     lora_target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Module names that get adapters.",
-                                        section="model", advanced=True)
+                                        section="model", advanced=True, max_length=256)
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.",
                                       section="model", advanced=True)
     device: Literal["auto", "cpu", "cuda"] = _f("auto", "Where to train: auto uses the GPU when there is one.",
@@ -115,16 +161,16 @@ class LLMRunConfig(BaseRunConfig):
     learning_rate: float = _f(1e-6, "Optimizer learning rate (AdamW).", section="optimizer")
     lr_scheduler: Literal["constant", "linear", "cosine"] = _f("constant", "Learning-rate schedule after warm-up.",
                                                                section="optimizer", advanced=True)
-    warmup_steps: int = _f(0, "Linear warm-up steps.", section="optimizer", advanced=True, ge=0)
-    weight_decay: float = _f(0.0, "AdamW weight decay.", section="optimizer", advanced=True, ge=0.0)
+    warmup_steps: int = _f(0, "Linear warm-up steps.", section="optimizer", advanced=True, ge=0, le=MAX_STEPS)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", section="optimizer", advanced=True, ge=0.0, le=10.0)
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this value (0: no clipping).", section="optimizer",
-                              advanced=True, ge=0.0)
+                              advanced=True, ge=0.0, le=1e6)
     micro_batch_size: int = _f(8, "Sequences per forward/backward pass; lower it if memory runs out.",
-                               section="optimizer", advanced=True, ge=1)
+                               section="optimizer", advanced=True, ge=1, le=MAX_BATCH)
     eval_every: int = _f(10, "Score the held-out prompts every this many steps (0: only before and after).",
-                         section="evaluation", advanced=True, ge=0)
+                         section="evaluation", advanced=True, ge=0, le=MAX_STEPS)
     eval_prompts: int = _f(16, "Number of held-out prompts scored at each evaluation.", section="evaluation",
-                           advanced=True, ge=0)
+                           advanced=True, ge=0, le=100_000)
 
     @field_validator("model")
     @classmethod
@@ -184,7 +230,8 @@ class GRPOConfig(LLMRunConfig):
     """BiasGRPO: online GRPO with a bias reward model."""
 
     algorithm: Literal["grpo"] = "grpo"
-    prompts_per_step: int = _f(4, "Prompts per step; each gets group_size completions.", section="sampling", ge=1)
+    prompts_per_step: int = _f(4, "Prompts per step; each gets group_size completions.", section="sampling", ge=1,
+                               le=4096)
     group_size: int = _f(4, "Completions sampled per prompt (G). Advantages compare completions within a group.",
                          section="sampling")
     group_sampling: Literal["balanced", "random"] = _f(
@@ -200,7 +247,8 @@ class GRPOConfig(LLMRunConfig):
         "GPU, off on the CPU, where the compile rarely pays for itself).", section="sampling", advanced=True)
     ignore_eos: bool = _f(False, "Keep sampling past EOS up to max_new_tokens, so every completion has the same "
                           "length (for benchmarks; leave off for real runs).", section="sampling", advanced=True)
-    rewards: list[RewardSpec] = _f([RewardSpec()], "Reward terms, summed with their weights.", section="reward")
+    rewards: list[RewardSpec] = _f([RewardSpec()], "Reward terms, summed with their weights.", section="reward",
+                                   max_length=16)
     beta: float = _f(0.04, "KL penalty coefficient to the reference model (0 skips the reference).", section="loss",
                      ge=0.0, le=10.0)
     num_iterations: int = _f(1, "Inner updates per batch (mu); > 1 reuses the stored old log-probs.",
@@ -221,11 +269,12 @@ class GRPOConfig(LLMRunConfig):
     @field_validator("group_size", mode="before")
     @classmethod
     def _group_size(cls, v: Any) -> Any:
-        if isinstance(v, (int, float)) and v < 2:
+        if _is_number(v) and v < 2:
             raise ValueError(f"must be at least 2, got {v}: GRPO compares completions of the same prompt, so set "
                              "group_size to 2 or more (4 to 16 is typical)")
-        if isinstance(v, (int, float)) and v > 1024:
-            raise ValueError(f"{v} completions per prompt is too many: use 1024 or fewer")
+        if _is_number(v) and v > 1024:
+            raise ValueError(f"must be at most 1024, got {v}: that many completions per prompt is too many; "
+                             "4 to 16 is typical")
         return v
 
     @field_validator("rewards")
@@ -267,14 +316,14 @@ class PreferenceConfig(LLMRunConfig):
     dataset: str = _f("bbq_pairs", "Named preference-pair dataset (groups are its demographic labels).",
                       section="data")
     learning_rate: float = _f(5e-6, "Optimizer learning rate (AdamW).", section="optimizer")
-    beta: float = _f(0.1, "Strength of the pull to the reference model.", section="loss")
-    batch_size: int = _f(8, "Preference pairs per step.", section="optimizer", ge=1)
+    beta: float = _f(0.1, "Strength of the pull to the reference model.", section="loss", le=100.0)
+    batch_size: int = _f(8, "Preference pairs per step.", section="optimizer", ge=1, le=MAX_BATCH)
     micro_batch_size: int = _f(
         16, "Sequences per forward/backward pass (2 per pair); lower it if memory runs out. Group-robust runs whose "
         "batch needs more than one pass pay one extra forward per step to weigh the groups first.",
-        section="optimizer", advanced=True, ge=1)
+        section="optimizer", advanced=True, ge=1, le=MAX_BATCH)
     max_length: int = _f(256, "Maximum prompt + answer length in tokens; longer pairs are truncated.",
-                         section="optimizer", advanced=True, ge=8)
+                         section="optimizer", advanced=True, ge=8, le=32768)
     group_sampling: Literal["balanced", "random"] = _f(
         "random", "random draws pairs in proportion to the data, balanced draws every group equally.",
         section="data", advanced=True)
@@ -329,17 +378,18 @@ class SyntheticConfig(BaseRunConfig):
     method: Literal["dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo"] = _f(
         "gr_dpo", "Training objective; gr_* are the group-robust ones.")
     # Defaults: the paper's uneven-imbalanced GR-DPO run (engine.algorithms.synthetic.paper_settings).
-    max_steps: int = _f(5000, "Number of gradient steps.", ge=1, le=1_000_000)
+    max_steps: int = _f(5000, "Number of gradient steps.", ge=1, le=MAX_STEPS)
     beta: float = _f(2.0, "Preference-loss temperature.", gt=0.0, le=100.0)
     chi: float = _f(1.0, "Trade-off: 1 = worst group only, 0 = group-balanced average.", ge=0.0, le=1.0)
     eta: float = _f(0.01, "Step size of the group weights.", gt=0.0, le=10.0)
     learning_rate: float = _f(5.0, "Step size of the policy parameters.", gt=0.0, le=100.0)
-    batch_size: int = _f(0, "Pairs per step (0: full batch).", advanced=True, ge=0)
-    n_train: int = _f(300, "Training preference pairs.", advanced=True, ge=10)
-    n_val: int = _f(1000, "Validation pairs for the per-group validation loss.", advanced=True, ge=10)
-    n_test_states: int = _f(1000, "Test states for the reward error.", advanced=True, ge=10)
+    batch_size: int = _f(0, "Pairs per step (0: full batch).", advanced=True, ge=0, le=MAX_BATCH)
+    n_train: int = _f(300, "Training preference pairs.", advanced=True, ge=10, le=MAX_EXAMPLES)
+    n_val: int = _f(1000, "Validation pairs for the per-group validation loss.", advanced=True, ge=10,
+                    le=MAX_EXAMPLES)
+    n_test_states: int = _f(1000, "Test states for the reward error.", advanced=True, ge=10, le=MAX_EXAMPLES)
     checkpoint_every: int = _f(500, "Save a resumable checkpoint every this many steps (0: only at the end).",
-                               section="checkpoints", advanced=True, ge=0)
+                               section="checkpoints", advanced=True, ge=0, le=MAX_STEPS)
 
 
 class CompareConfig(BaseRunConfig):
@@ -355,11 +405,16 @@ class CompareConfig(BaseRunConfig):
     reward: str = _f(DEFAULT_REWARD, "Reward function that scores each answer.")
     max_steps: int = _f(1, "Compare jobs have one step.", advanced=True, ge=1, le=1)
 
+    @field_validator("reward")
+    @classmethod
+    def _reward_registered(cls, v: str) -> str:
+        return check_reward_name(v)
+
     @field_validator("model_a", "model_b")
     @classmethod
     def _models(cls, v: str) -> str:
         if v.startswith("run:"):
-            if not v[4:].isdigit():
+            if not re.fullmatch(r"[0-9]{1,18}", v[4:]):
                 raise ValueError(f"{v!r} is not a run reference: write run:ID with the run's number, e.g. run:3")
             return v
         return check_model_path(v)
@@ -372,7 +427,7 @@ class EvalConfig(BaseRunConfig):
     model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, or 'run:ID'.")
     benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity"]] = _f(
         ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run.")
-    limit: int = _f(200, "Examples per benchmark (0: all).", ge=0)
+    limit: int = _f(200, "Examples per benchmark (0: all).", ge=0, le=MAX_EXAMPLES)
     max_steps: int = _f(1, "Evaluation jobs have one step.", advanced=True, ge=1, le=1)
 
     _models = field_validator("model")(CompareConfig._models.__func__)  # type: ignore[attr-defined]
@@ -398,13 +453,80 @@ ALGORITHM_LABELS = {
 TRAINING_ALGORITHMS = tuple(a for a in CONFIG_CLASSES if a not in ("compare", "eval"))
 
 
+def _short(value: Any) -> str:
+    """A value as JSON would spell it, cut short: messages quote what was typed, never a wall of it."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"true/false ({_short(value)})"
+    if isinstance(value, str):
+        return f"text ({_short(value)}): write the number without quotes"
+    if isinstance(value, float) and value.is_integer():
+        return f"{_short(value)}, which has a decimal point or exponent: write it as a whole number, e.g. 1000"
+    return _short(value)
+
+
+def describe_error(e: Mapping[str, Any]) -> str:
+    """One pydantic error as 'must be ..., got ...': what to type instead, not pydantic's wording."""
+    kind, value, ctx = e["type"], e.get("input"), e.get("ctx") or {}
+    field = next((str(p) for p in reversed(e["loc"]) if isinstance(p, str)), "it")
+    if kind == "int_type":
+        return f"must be a whole number, got {_kind_of(value)}"
+    if kind == "float_type":
+        return f"must be a number, got {_kind_of(value)}"
+    if kind == "bool_type":
+        return f"must be true or false, got {_short(value)}"
+    if kind == "string_type":
+        return f"must be text (in quotes), got {_short(value)}"
+    if kind == "finite_number":
+        return f"must be a finite number, got {_short(value)}: NaN and infinity cannot be stored or trained with"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx['le']}, got {_short(value)}: set {field} to {ctx['le']} or less"
+    if kind == "less_than":
+        return f"must be less than {ctx['lt']}, got {_short(value)}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx['ge']}, got {_short(value)}"
+    if kind == "greater_than":
+        return f"must be greater than {ctx['gt']}, got {_short(value)}"
+    if kind == "too_long":
+        return f"has too many entries: at most {ctx.get('max_length')}"
+    if kind == "string_too_long":
+        return f"is too long: at most {ctx.get('max_length')} characters"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    return msg.replace("Input should be", "must be", 1)
+
+
+def _allowed_range(cls: type[BaseModel], name: str) -> str:
+    """' (allowed: 1 to 4096)' from a field's bounds, so a type error also tells the size that would pass."""
+    info = cls.model_fields.get(name)
+    if info is None:
+        return ""
+    low = high = None
+    for m in info.metadata:
+        low = getattr(m, "ge", None) if getattr(m, "ge", None) is not None else low
+        high = getattr(m, "le", None) if getattr(m, "le", None) is not None else high
+    if low is None or high is None:
+        return ""
+    return f" (allowed: {low} to {high})"
+
+
 def _problems(err: ValidationError) -> dict[str, str]:
     out: dict[str, str] = {}
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in CONFIG_CLASSES))
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = describe_error(e)
+        if e["type"] in ("int_type", "float_type") and len(e["loc"]) == 2 and e["loc"][0] in CONFIG_CLASSES:
+            msg += _allowed_range(CONFIG_CLASSES[str(e["loc"][0])], str(e["loc"][1]))
         if msg.startswith("dataset: "):  # model-level checks name their own field
             loc, msg = "dataset", msg.removeprefix("dataset: ")
+        elif msg.startswith("params: "):  # RewardSpec's check of its params
+            loc, msg = f"{loc}.params", msg.removeprefix("params: ")
         if e["type"] == "extra_forbidden":
             msg = "is not a setting of this algorithm: remove it or check its spelling"
         elif e["type"] == "union_tag_invalid" or (e["type"] == "union_tag_not_found"):
@@ -421,6 +543,10 @@ def parse_config(data: dict[str, Any] | str | bytes) -> BaseRunConfig:
             data = json.loads(data)
         except json.JSONDecodeError as e:
             raise ConfigError({"config": f"is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"}) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError({"config": f"is not UTF-8 text (invalid byte at offset {e.start})"}) from None
+        except RecursionError:
+            raise ConfigError({"config": "nests too deeply to be a run config"}) from None
     if not isinstance(data, dict):
         raise ConfigError({"config": "must be a JSON object with an 'algorithm' field"})
     if "algorithm" not in data:

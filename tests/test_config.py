@@ -32,11 +32,11 @@ def test_defaults_validate_and_round_trip(algorithm):
 def test_round_trip_keeps_awkward_floats_and_nested_rewards():
     cfg = parse_config({"algorithm": "gr_grpo", "learning_rate": 3.0000000000000004e-7, "eta": 0.1 + 0.2,
                         "chi": 1 / 3, "rewards": [{"name": "bias_rm", "weight": 0.7},
-                                                  {"name": "length", "weight": 0.3, "params": {"target": 40}}]})
+                                                  {"name": "length", "weight": 0.3, "params": {"min_words": 40}}]})
     back = parse_config(config_to_json(cfg))
     assert back == cfg
     assert back.learning_rate == 3.0000000000000004e-7 and back.eta == 0.1 + 0.2 and back.chi == 1 / 3
-    assert back.rewards[1].params == {"target": 40}
+    assert back.rewards[1].params == {"min_words": 40}
 
 
 def test_every_field_has_help_and_a_section():
@@ -60,7 +60,7 @@ def test_every_field_has_help_and_a_section():
     ({"algorithm": "gr_dpo", "dataset": "bias_prompts"}, "dataset", "needs pairs"),
     ({"algorithm": "gr_ipo", "eta": 0}, "eta", "step size out of range"),
     ({"algorithm": "gr_dpo", "eta": 50}, "eta", "step size out of range"),
-    ({"algorithm": "gr_dpo", "chi": 1.5}, "chi", "less than or equal to 1"),
+    ({"algorithm": "gr_dpo", "chi": 1.5}, "chi", "at most 1"),
     ({"algorithm": "dpo", "beta": 0}, "beta", "must be positive"),
     ({"algorithm": "grpo", "max_steps": 0}, "max_steps", "at least 1"),
     ({"algorithm": "grpo", "rewards": []}, "rewards", "at least one reward"),

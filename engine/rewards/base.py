@@ -11,10 +11,14 @@ parameters without loading a model.
 
 from __future__ import annotations
 
+import collections.abc
+import functools
 import importlib
 import inspect
 import math
 import time
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -44,6 +48,9 @@ class RewardEntry:
     target: str  # "module:attr" of the factory; imported only when the reward is built
     description: str
     takes_device: bool = False  # the factory accepts device= (model-based rewards)
+    # "module:attr" called with the typed params to check their values without building the reward (a
+    # model-based reward must not load its model to say that batch_size=0 is wrong).
+    checker: str | None = None
 
     def factory(self) -> Callable[..., RewardFunction]:
         module, _, attr = self.target.partition(":")
@@ -58,6 +65,12 @@ class RewardEntry:
             if p.name != "device" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
 
+    def param_types(self) -> dict[str, Any]:
+        """Each parameter's type, read from the factory's annotations (so the check cannot drift from the code)."""
+        factory = self.factory()
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+        return {name: hints.get(name, Any) for name in self.parameters()}
+
 
 REWARDS: dict[str, RewardEntry] = {
     e.name: e
@@ -68,21 +81,26 @@ REWARDS: dict[str, RewardEntry] = {
             "The studio's bias reward model (or any HF sequence-classification folder via path=): "
             "scores the completion in [0, 1], higher = less biased.",
             takes_device=True,
+            checker="engine.rewards.bias_model:check_bias_reward_params",
         ),
+        # Rule rewards are cheap to build, so building one is the check: their constructors own the rules.
         RewardEntry(
             "length",
             "engine.rewards.rules:LengthReward",
             "1 inside a target band of words, decaying smoothly outside it.",
+            checker="engine.rewards.rules:LengthReward",
         ),
         RewardEntry(
             "refusal",
             "engine.rewards.rules:RefusalReward",
             "1 for an answer, 0 for refusal boilerplate (so refusing everything cannot win the bias reward).",
+            checker="engine.rewards.rules:RefusalReward",
         ),
         RewardEntry(
             "format",
             "engine.rewards.rules:FormatReward",
             "1 for non-empty, non-degenerate text; lower for repeated n-grams or non-text output.",
+            checker="engine.rewards.rules:FormatReward",
         ),
     )
 }
@@ -121,6 +139,66 @@ def check_params(name: str, params: Mapping[str, Any]) -> None:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ValueError(f"reward {name!r} has no parameter(s) {unknown}; its parameters are {sorted(allowed)}")
+
+
+def _describe_type(tp: Any) -> str:
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "text"
+    if tp is type(None):
+        return "null"
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in typing.get_args(tp))
+    if origin in (list, tuple, Sequence, collections.abc.Sequence):
+        return "a list of " + " or ".join(_describe_type(a) for a in typing.get_args(tp)[:1] or (Any,))
+    return "a JSON value"
+
+
+@functools.cache
+def _param_model(name: str) -> Any:
+    from pydantic import ConfigDict, create_model
+
+    fields = {p: (tp, None) for p, tp in REWARDS[name].param_types().items()}
+    return create_model(f"{name}_params", __config__=ConfigDict(strict=True, allow_inf_nan=False, extra="forbid"),
+                        **fields)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ValueError (one line) unless `params` are options reward `name` has, of the right types and values.
+
+    Torch-free and model-free: types come from the factory's annotations (strict: no text for numbers, no
+    true for 1, finite numbers only), values from the entry's checker.
+    """
+    from pydantic import ValidationError
+
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}: choose one of {', '.join(REWARDS)}")
+    check_params(name, params)
+    types_ = REWARDS[name].param_types()
+    try:
+        _param_model(name).model_validate(dict(params))
+    except ValidationError as exc:
+        bad = str(exc.errors()[0]["loc"][0])
+        what = "a finite number" if exc.errors()[0]["type"] == "finite_number" else _describe_type(types_[bad])
+        raise ValueError(f"reward {name!r} parameter {bad!r} must be {what}, got {_short(params[bad])}") from None
+    checker = REWARDS[name].checker
+    if checker:
+        module, _, attr = checker.partition(":")
+        try:
+            getattr(importlib.import_module(module), attr)(**params)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"reward {name!r}: {exc}") from None
 
 
 class CombinedReward:

@@ -370,6 +370,43 @@ class BiasReward:
         self.model.close()
 
 
+TRANSFORMS = ("auto", "sigmoid", "raw", "softmax")
+MAX_BATCH_SIZE = 65536
+
+
+def check_bias_reward_params(
+    path: str | None = None,
+    sign: float = 1.0,
+    batch_size: int = 64,
+    include_prompt: bool = False,
+    max_length: int | None = None,
+    transform: str = "auto",
+    unbiased_label: str | int | None = "auto",
+) -> None:
+    """The value checks of make_bias_reward's options, without loading a model (the config validator calls it)."""
+    from engine.config import _HUB_ID
+
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be 1 or -1, got {sign}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE} (at most {MAX_BATCH_SIZE}), got {batch_size}")
+    if max_length is not None and not 8 <= max_length <= 1_000_000:
+        raise ValueError(f"max_length must be 8 to 1000000 tokens (at most 1000000), got {max_length}")
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform[:40]!r}")
+    if isinstance(unbiased_label, int) and unbiased_label < 0:
+        raise ValueError(f"unbiased_label must be a label name or an index >= 0, got {unbiased_label}")
+    if path is not None:
+        folder = Path(path).expanduser()
+        if path.startswith(("/", ".", "~")) or folder.exists():
+            if not (folder / "config.json").is_file():
+                raise ValueError(f"path {path!r} is not a Hugging Face model folder (no config.json there): give a "
+                                 "sequence-classification model folder or a hub id, or leave path out for the "
+                                 "studio's model")
+        elif not _HUB_ID.match(path):
+            raise ValueError(f"path {path!r} is neither a model folder nor a hub id like 'org/name'")
+
+
 def make_bias_reward(
     device: str = "cpu",
     path: str | None = None,
