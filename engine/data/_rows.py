@@ -119,9 +119,24 @@ class JsonLocator:
 # ---- field validators: each returns the typed value or raises RowProblem with a concrete reason ----
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+SHOWN_CHARS = 16
+
+
+def show_value(value: Any) -> str:
+    """A value for a message: short scalars as they are, anything longer by its size only. The file may be
+    anything (a mistyped path), so messages say what is wrong without quoting its content at length."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value) if len(value) <= SHOWN_CHARS else f"text of {len(value)} characters"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key(s)"
+    return type(value).__name__
+
+
+_show = show_value
 
 
 def req(row: dict[str, Any], name: str) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.data._rows import JsonLocator, RowSink, display_name, load_json_document, resolve_path
+from engine.data._rows import JsonLocator, RowSink, display_name, load_json_document, resolve_path, show_value
 from engine.data.types import LoadReport
 
 DOMAINS = ("gender", "political_ideology", "profession", "race", "religious_ideology")
@@ -70,13 +70,13 @@ def load_bold(
                     sink.bad(
                         name,
                         lineno,
-                        f"[{group!r}][{entity!r}] must be a non-empty list of prompts, got {prompts!r:.60}",
+                        f"[{group!r}][{entity!r}] must be a non-empty list of prompts, got {show_value(prompts)}",
                     )
                     continue
                 for i, prompt in enumerate(prompts):
                     if not isinstance(prompt, str) or not prompt.strip():
                         sink.bad(
-                            name, lineno, f"[{group!r}][{entity!r}][{i}] must be a non-empty string, got {prompt!r:.60}"
+                            name, lineno, f"[{group!r}][{entity!r}][{i}] must be a non-empty string, got {show_value(prompt)}"
                         )
                         continue
                     rows.append(BoldPrompt(domain, group, entity, prompt, name, lineno))

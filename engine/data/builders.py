@@ -12,7 +12,9 @@ import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -63,7 +65,26 @@ def _effective_seed(split: str, seed: int) -> int:
     return EVAL_SEED if split == "eval" else seed
 
 
+# Set by collect_load_reports(): the loaders' reports of one load_named call, for callers that must
+# act on skipped rows (submit-time refusal, a run event) rather than leave them in a log line.
+_REPORTS: ContextVar[LoadReport | None] = ContextVar("load_reports", default=None)
+
+
+@contextmanager
+def collect_load_reports() -> Iterator[LoadReport]:
+    """Merge the LoadReport of every loader run inside the block into the yielded report."""
+    total = LoadReport()
+    token = _REPORTS.set(total)
+    try:
+        yield total
+    finally:
+        _REPORTS.reset(token)
+
+
 def _log_report(what: str, report: LoadReport) -> None:
+    collector = _REPORTS.get()
+    if collector is not None:
+        collector.merge(report)
     if report.malformed:
         log.warning("%s: skipped malformed rows\n%s", what, report.summary())
 

@@ -40,8 +40,10 @@ def load_crows_pairs(path: str | Path | None = None, strict: bool = False) -> tu
         header = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            # A wrong header means a wrong file, not a bad row: nothing after it can be trusted.
-            raise DataValidationError(name, 1, f"CSV header lacks columns {missing}; found {header}")
+            # A wrong header means a wrong file, not a bad row: nothing after it can be trusted. The header is
+            # not quoted back: the file may be anything (a path typo), and its first line is its content.
+            raise DataValidationError(name, 1, f"CSV header lacks columns {missing}; expected columns "
+                                      f"{', '.join(REQUIRED_COLUMNS)} (a CrowS-Pairs CSV)")
         start = reader.line_num + 1
         for index, record in enumerate(reader):
             lineno = start

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data._rows import RowProblem, RowSink, display_name, req, req_probabilities, req_str
+from engine.data._rows import RowProblem, RowSink, display_name, req, req_probabilities, req_str, show_value
 from engine.data.hub import load_hub_rows, looks_like_hub_id
 from engine.data.types import DataValidationError, LoadReport
 
@@ -98,7 +98,7 @@ def parse_options(value: Any) -> tuple[str, ...]:
         except (ValueError, SyntaxError):
             raise RowProblem("field 'options' is not a Python-literal list") from None
     if not isinstance(value, (list, tuple)) or len(value) < 2:
-        raise RowProblem(f"field 'options' must be a list of at least 2 answer options, got {value!r:.60}")
+        raise RowProblem(f"field 'options' must be a list of at least 2 answer options, got {show_value(value)}")
     if any(o is None or str(o).strip() == "" for o in value):
         raise RowProblem("field 'options' contains an empty option")
     # Some options are numbers (scales); the prompt shows them as text.
@@ -116,7 +116,7 @@ def _country_row(
     line: int,
 ) -> GlobalOpinionRow:
     if not isinstance(country, str) or not country.strip():
-        raise RowProblem(f"country must be a non-empty string, got {country!r:.60}")
+        raise RowProblem(f"country must be a non-empty string, got {show_value(country)}")
     dist = req_probabilities(shares, f"distribution for {country!r}")
     if len(dist) != len(options):
         raise RowProblem(f"distribution for {country!r} has {len(dist)} shares but there are {len(options)} options")
@@ -192,7 +192,9 @@ def _records_from_file(path: Path, name: str, sink: RowSink) -> Iterator[tuple[i
             header = reader.fieldnames or []  # reads the header line
             missing = [c for c in HUB_COLUMNS if c not in header]
             if missing:
-                raise DataValidationError(name, 1, f"CSV header lacks the hub columns {missing}; found {header}")
+                # Not quoted back: a mistyped path could be any file, and its first line is its content.
+                raise DataValidationError(name, 1, f"CSV header lacks the hub columns {missing}; expected columns "
+                                          f"{', '.join(HUB_COLUMNS)} (and optionally source)")
             start = reader.line_num + 1
             try:
                 for record in reader:
@@ -267,7 +269,7 @@ def load_global_opinion_qa(
                 raise RowProblem(
                     f"record has neither the hub columns {list(HUB_COLUMNS)} "
                     f"nor the flattened ones {list(FLAT_COLUMNS)}; "
-                    f"keys: {sorted(record)[:8]}"
+                    f"keys: {[k[:20] for k in sorted(record)[:8]]}"
                 )
         except RowProblem as problem:
             sink.bad(name, lineno, str(problem))

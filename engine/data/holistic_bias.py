@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from engine.data._rows import JsonLocator, RowSink, display_name, load_json_document, resolve_path
+from engine.data._rows import JsonLocator, RowSink, display_name, load_json_document, resolve_path, show_value
 from engine.data.types import DataValidationError, LoadReport
 
 VERSIONS = ("v1.0", "v1.1")
@@ -94,7 +94,7 @@ def _validate_lists(folder: Path, sink: RowSink) -> HolisticBiasLists:
                 sink.bad(
                     name,
                     where.line(gender),
-                    f"nouns[{gender!r}][{i}] must be [singular, plural] strings, got {pair!r:.60}",
+                    f"nouns[{gender!r}][{i}] must be [singular, plural] strings, got {show_value(pair)}",
                 )
         nouns[gender] = kept
 
@@ -124,7 +124,7 @@ def _validate_lists(folder: Path, sink: RowSink) -> HolisticBiasLists:
                     sink.bad(
                         name,
                         where.line(axis, bucket),
-                        f"descriptors[{axis!r}][{bucket!r}][{i}] {problem}, got {entry!r:.60}",
+                        f"descriptors[{axis!r}][{bucket!r}][{i}] {problem}, got {show_value(entry)}",
                     )
                     continue
                 kept_d.append(obj)
@@ -164,7 +164,7 @@ def _validate_lists(folder: Path, sink: RowSink) -> HolisticBiasLists:
                 sink.bad(
                     name,
                     where.line(axis),
-                    f"standalone[{axis!r}][{i}] must be a string or an object with 'noun_phrase', got {entry!r:.60}",
+                    f"standalone[{axis!r}][{i}] must be a string or an object with 'noun_phrase', got {show_value(entry)}",
                 )
                 continue
             kept_s.append(obj)

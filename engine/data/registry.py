@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.data.builders import build_pair_splits, build_prompt_splits, group_counts
+from engine.data.builders import build_pair_splits, build_prompt_splits, collect_load_reports, group_counts
 from engine.data.global_opinion_qa import PAPER_COUNTRIES
 from engine.data.splits import check_split
-from engine.data.types import PreferencePair, PromptExample
+from engine.data.types import LoadReport, PreferencePair, PromptExample
 
 Kind = Literal["prompts", "pairs"]
 Rows = list[PromptExample] | list[PreferencePair]
@@ -157,6 +157,15 @@ def load_named(
     """Rows of one split of a named dataset. The "eval" split is the same for every seed."""
     check_split(split)
     return load_named_splits(name, seed=seed, path=path, limit=limit)[split]
+
+
+def load_named_splits_with_report(
+    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None
+) -> tuple[dict[str, Rows], LoadReport]:
+    """load_named_splits plus what the loaders skipped (every malformed row with file, line and reason)."""
+    with collect_load_reports() as report:
+        splits = load_named_splits(name, seed=seed, path=path, limit=limit)
+    return splits, report
 
 
 def _preview_text(row: PromptExample | PreferencePair) -> str:

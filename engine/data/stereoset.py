@@ -27,6 +27,7 @@ from engine.data._rows import (
     req_choice,
     req_str,
     resolve_path,
+    show_value,
 )
 from engine.data.axes import STEREOSET_AXES
 from engine.data.types import LoadReport
@@ -85,7 +86,7 @@ def _parse_official(obj: Any, kind: str) -> dict[str, Any]:
             raise RowProblem(f"sentences[{i}] must be an object")
         label = sent.get("gold_label")
         if label not in GOLD_LABELS:
-            raise RowProblem(f"sentences[{i}].gold_label must be one of {GOLD_LABELS}, got {label!r}")
+            raise RowProblem(f"sentences[{i}].gold_label must be one of {GOLD_LABELS}, got {show_value(label)}")
         if label in by_label:
             raise RowProblem(f"two sentences have gold_label '{label}'")
         by_label[label] = req_str(sent, "sentence")
