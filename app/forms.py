@@ -136,9 +136,30 @@ def collect(algorithm: str) -> dict[str, Any]:
 
 
 def validate(data: Mapping[str, Any]) -> tuple[BaseRunConfig | None, dict[str, str]]:
-    """(config, {}) when valid, else (None, {field: message})."""
+    """(config, {}) when valid, else (None, {field: message}).
+
+    Server paths the web app may not read (STUDIO_DATA_DIRS; none at all behind STUDIO_PASSWORD without it) are
+    refused first and left out of the rest of the validation, so not even their existence is reported."""
+    from engine.submission import path_problems, without_paths
+
+    refused = path_problems(data, web=True)
     try:
-        return parse_config(dict(data)), {}
+        cfg = parse_config(without_paths(data, refused))
+    except ConfigError as e:
+        return None, {**e.problems, **refused}
+    return (None, refused) if refused else (cfg, {})
+
+
+def submit(store: Any, data: Mapping[str, Any], *, parent_id: int | None = None) -> tuple[int | None, dict[str, str]]:
+    """Validate the form's values and queue the run: (run id, {}) or (None, problems). The submit-time checks
+    (run references, dataset file contents, absolute paths) run here too, as for `studio submit`."""
+    from db.queue import submit_run
+
+    cfg, problems = validate(data)
+    if cfg is None:
+        return None, problems
+    try:
+        return submit_run(store, cfg, parent_id=parent_id, web=True), {}
     except ConfigError as e:
         return None, dict(e.problems)
 

@@ -25,9 +25,14 @@ def add_event(session: Session, run_id: int | None, message: str, level: str = "
     session.add(Event(run_id=run_id, message=message, level=level))
 
 
-def submit_run(store: Store, config: "BaseRunConfig", *, parent_id: int | None = None) -> int:  # noqa: F821
+def submit_run(store: Store, config: "BaseRunConfig", *, parent_id: int | None = None,  # noqa: F821
+               web: bool = False) -> int:
+    """Queue a run after the submit-time checks (engine.submission: absolute paths, STUDIO_DATA_DIRS, run
+    references, dataset contents); they raise ConfigError. ``web``: submitted from the web app."""
     from engine.config import ALGORITHM_LABELS, config_to_json
+    from engine.submission import check_submission
 
+    config, notes = check_submission(store, config, web=web)
     name = config.name or f"{ALGORITHM_LABELS.get(config.algorithm, config.algorithm)} {utcnow():%Y-%m-%d %H:%M}"
     with store.write() as s:
         top = s.scalar(select(func.max(Run.priority)).where(Run.status == RunStatus.queued)) or 0
@@ -36,6 +41,8 @@ def submit_run(store: Store, config: "BaseRunConfig", *, parent_id: int | None =
         s.add(run)
         s.flush()
         add_event(s, run.id, f"queued ({config.algorithm}, {config.max_steps} steps)")
+        for note in notes:
+            add_event(s, run.id, note, level="warning")
         return run.id
 
 

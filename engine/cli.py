@@ -156,9 +156,19 @@ def _load_config_file(path: Path, overrides: list[str]) -> Any:
     if not path.is_file():
         raise CLIError(f"config file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+    except OSError as e:
+        raise CLIError(f"cannot read config file {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{path} is not UTF-8 text (invalid byte at offset {e.start}): save it as UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise CLIError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise CLIError(f"{path} nests too deeply to be a run config (see examples/)") from None
     if not isinstance(data, dict):
         raise CLIError(f"{path} must hold a JSON object with an 'algorithm' field (see examples/)")
     return parse_config({**data, **_parse_overrides(overrides)})
@@ -169,12 +179,16 @@ def _load_config_file(path: Path, overrides: list[str]) -> Any:
 def submit(config_file: Path = typer.Argument(..., help="JSON run config (see examples/)."),
            set_: list[str] = typer.Option([], "--set", help="Override a field: --set max_steps=20"),
            db: Optional[str] = DbOpt) -> None:
-    """Validate a run config and queue it."""
-    from db.queue import submit_run
+    """Validate a run config and queue it (relative paths are stored resolved against this directory)."""
+    from db.queue import events, submit_run
 
     cfg = _load_config_file(config_file, set_)
-    run_id = submit_run(_store(db), cfg)
+    store = _store(db)
+    run_id = submit_run(store, cfg)
     typer.echo(f"queued run {run_id} ({cfg.algorithm})")
+    for e in reversed(events(store, run_id)):  # e.g. malformed dataset rows that were few enough to skip
+        if e.level == "warning":
+            typer.secho(f"warning: {e.message}", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()

@@ -11,7 +11,6 @@ from app.auth import require_access
 from app.palette import group_colours
 from app.state import CLONE_KEY, get_store, open_run
 from app.widgets import plain
-from db.queue import submit_run
 from engine.config import CONFIG_CLASSES, TRAINING_ALGORITHMS
 
 # Every page checks access itself, so a page opened by its address never skips the password.
@@ -75,10 +74,11 @@ if PRESET_PENDING_KEY in ss:  # a preset handed over as text (tests and links us
 
 def _on_submit() -> None:
     alg = ss[ALGO_KEY]
-    cfg, problems = forms.validate(forms.collect(alg))
+    run_id, problems = forms.submit(store, forms.collect(alg), parent_id=ss.get(PARENT_KEY))
     ss[PROBLEMS_KEY] = {alg: problems}
-    if cfg is not None:
-        ss[SUBMITTED_KEY] = submit_run(store, cfg, parent_id=ss.pop(PARENT_KEY, None))
+    if run_id is not None:
+        ss.pop(PARENT_KEY, None)
+        ss[SUBMITTED_KEY] = run_id
 
 
 st.title("New run")

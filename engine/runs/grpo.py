@@ -139,16 +139,14 @@ def execute(ctx: RunContext) -> None:
 
     from engine.algorithms.group_robust import GroupWeightState, mixed_weights, update_group_weights
     from engine.algorithms.grpo import group_advantages, grpo_loss
-    from engine.data.registry import load_named
+    from engine.data.quality import load_training_rows
     from engine.rewards.base import build_reward
     from engine.sampling.base import make_sampler, sampler_options
 
     cfg = ctx.config
     robust = cfg.algorithm == "gr_grpo"
     torch.manual_seed(cfg.seed)
-    train = load_named(cfg.dataset, "train", seed=cfg.seed, path=cfg.dataset_path)
-    if not train:
-        raise ValueError(f"dataset {cfg.dataset!r} has no training prompts: choose another dataset or path")
+    train = load_training_rows(cfg, ctx.event)
     group_names = sorted({r.group for r in train})
     gid = {g: i for i, g in enumerate(group_names)}
     k = len(group_names)

@@ -220,14 +220,12 @@ def execute(ctx: RunContext) -> None:
         update_group_weights,
     )
     from engine.algorithms.preference import implicit_rewards, preference_margin
-    from engine.data.registry import load_named
+    from engine.data.quality import load_training_rows
 
     cfg = ctx.config
     variant = _variant(cfg.algorithm)
     torch.manual_seed(cfg.seed)
-    train = load_named(cfg.dataset, "train", seed=cfg.seed, path=cfg.dataset_path)
-    if not train:
-        raise ValueError(f"dataset {cfg.dataset!r} has no training pairs: choose another dataset or path")
+    train = load_training_rows(cfg, ctx.event)
     group_names = sorted({p.group for p in train})
     gid = {g: i for i, g in enumerate(group_names)}
     k = len(group_names)

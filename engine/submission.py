@@ -1,0 +1,182 @@
+"""Submit-time checks: what needs the submitting machine or the store, run once before a config is queued.
+
+parse_config stays store-free because the run process re-parses the stored config; these checks run in
+db.queue.submit_run, so `studio submit`, `studio clone` and the web app share them:
+
+- paths: a relative model, dataset or reward-model path is resolved against the submitting process's working
+  directory (your shell's for the CLI, the server's for the web app), symlinks followed, and stored absolute, so
+  the engine reads the file that was checked whatever its own working directory;
+- STUDIO_DATA_DIRS (directories separated by os.pathsep): when set, those paths must lie inside one of them. The
+  web app behind STUDIO_PASSWORD always enforces it, and with the variable unset it takes no server path at all;
+- run:ID references (compare, eval) must name an existing training run that has a checkpoint;
+- a dataset_path is parsed with the dataset's own loader: a file whose rows are malformed too often (see
+  engine.data.quality) is refused with the first bad rows; a few skipped rows become a warning event of the run.
+
+Torch-free (the web app calls it). Every refusal is a ConfigError naming the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from engine.config import DEFAULT_MODEL, BaseRunConfig, ConfigError, config_to_json, parse_config
+
+DATA_DIRS_ENV = "STUDIO_DATA_DIRS"
+PASSWORD_ENV = "STUDIO_PASSWORD"
+MODEL_FIELDS = ("model", "model_a", "model_b")
+_NO_MODEL = {"synthetic": "a synthetic experiment", "compare": "a comparison job", "eval": "an evaluation job"}
+
+
+def data_dirs() -> list[str] | None:
+    """The allowed directories (real paths), or None when STUDIO_DATA_DIRS is unset or empty."""
+    raw = os.environ.get(DATA_DIRS_ENV, "")
+    dirs = [os.path.realpath(os.path.expanduser(d)) for d in raw.split(os.pathsep) if d.strip()]
+    return dirs or None
+
+
+def _is_model_path(value: str) -> bool:
+    """Mirrors check_model_path: embedded ids, run references and hub ids are not paths on this machine."""
+    if value.startswith(("embedded:", "run:")):
+        return False
+    return value.startswith(("/", ".", "~")) or os.path.exists(value)
+
+
+def _path_fields(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(problem key, value) of every path in a raw config dict: models, dataset_path, reward-model paths."""
+    out = []
+    for name in MODEL_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and _is_model_path(value.strip()):
+            out.append((name, value.strip()))
+    value = data.get("dataset_path")
+    if isinstance(value, str) and value.strip():
+        out.append(("dataset_path", value))
+    rewards = data.get("rewards")
+    for i, spec in enumerate(rewards if isinstance(rewards, list) else []):
+        params = spec.get("params") if isinstance(spec, Mapping) else None
+        value = params.get("path") if isinstance(params, Mapping) else None
+        if isinstance(value, str) and _is_model_path(value.strip()):
+            out.append((f"rewards.{i}.params", value.strip()))
+    return out
+
+
+def absolute(value: str) -> str:
+    return os.path.realpath(os.path.expanduser(value))
+
+
+def _inside(real: str, dirs: list[str]) -> bool:
+    return any(os.path.commonpath([real, d]) == d for d in dirs)
+
+
+def path_problems(data: Mapping[str, Any], *, web: bool = False) -> dict[str, str]:
+    """Paths the allow-list refuses, by problem key. Judged on the raw values, before anything opens them."""
+    dirs = data_dirs()
+    locked_web = web and bool(os.environ.get(PASSWORD_ENV))
+    if dirs is None and not locked_web:
+        return {}
+    problems: dict[str, str] = {}
+    for key, value in _path_fields(data):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        if dirs is None:
+            problems[key] = (f"path {shown!r} is on the server, and this password-protected web app reads no "
+                             f"server paths: the administrator can allow directories with {DATA_DIRS_ENV}="
+                             f"/dir/one{os.pathsep}/dir/two where the app runs, or submit with `studio submit`")
+        elif not _inside(absolute(value), dirs):
+            problems[key] = (f"path {shown!r} is outside the directories allowed by {DATA_DIRS_ENV} "
+                             f"({os.pathsep.join(dirs)}), after following symlinks: move it into one of them or add "
+                             f"its directory to {DATA_DIRS_ENV}")
+    return problems
+
+
+def without_paths(data: Mapping[str, Any], keys: Any) -> dict[str, Any]:
+    """A copy of a raw config with the given path fields replaced by harmless values, so that validating the rest
+    never touches a refused path (its existence is nobody's business)."""
+    out = dict(data)
+    for key in keys:
+        if key in MODEL_FIELDS:
+            out[key] = DEFAULT_MODEL
+        elif key == "dataset_path":
+            out[key] = None
+        elif key.startswith("rewards."):
+            i = int(key.split(".")[1])
+            out["rewards"] = list(out["rewards"])
+            spec = dict(out["rewards"][i])
+            spec["params"] = {k: v for k, v in spec["params"].items() if k != "path"}
+            out["rewards"][i] = spec
+    return out
+
+
+def _run_ref_problem(store: Any, value: str) -> str | None:
+    from sqlalchemy import func, select
+
+    from db.models import Checkpoint, Run
+
+    run_id = int(value[4:])
+    with store.read() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return f"{value}: run {run_id} does not exist (`studio runs` lists the runs): name a training run"
+        if run.algorithm in _NO_MODEL:
+            return f"{value}: run {run_id} is {_NO_MODEL[run.algorithm]} and has no model: name a training run"
+        n = s.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.run_id == run_id))
+    if not n:
+        return (f"{value}: run {run_id} has no checkpoint yet: wait for its first one (every checkpoint_every steps "
+                "and at the end) or name another run")
+    return None
+
+
+def _dataset_problem(cfg: BaseRunConfig, path: str) -> tuple[str | None, str | None]:
+    """(problem, note) from loading the dataset file with its own loader."""
+    from engine.data.quality import DatasetRejected, judge_load
+    from engine.data.registry import load_named_splits_with_report
+    from engine.data.types import DataValidationError
+
+    try:
+        splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed, path=path)  # type: ignore[attr-defined]
+    except DataValidationError as e:
+        return str(e), None
+    except UnicodeDecodeError as e:
+        return f"a file of {path!r} is not UTF-8 text (byte {e.start}): save it as UTF-8", None
+    except (ValueError, KeyError, OSError, csv.Error, RecursionError) as e:
+        msg = " ".join(str(e).split())
+        return (msg if len(msg) <= 300 else msg[:297] + "...") or type(e).__name__, None
+    try:
+        note = judge_load(report, sum(len(rows) for rows in splits.values()))
+    except DatasetRejected as e:
+        return str(e), None
+    if not splits["train"]:
+        return f"gives no training rows for dataset {cfg.dataset!r}", None  # type: ignore[attr-defined]
+    return None, (f"dataset {path}: {note}" if note else None)
+
+
+def check_submission(store: Any, cfg: BaseRunConfig, *, web: bool = False) -> tuple[BaseRunConfig, list[str]]:
+    """The config to queue (paths made absolute) and warnings for its event log; ConfigError when refused."""
+    data = json.loads(config_to_json(cfg))
+    problems = path_problems(data, web=web)
+    if problems:
+        raise ConfigError(problems)
+    for key, value in _path_fields(data):
+        if key.startswith("rewards."):
+            data["rewards"][int(key.split(".")[1])]["params"]["path"] = absolute(value)
+        else:
+            data[key] = absolute(value)
+    for name in MODEL_FIELDS:
+        value = data.get(name)
+        if isinstance(value, str) and value.startswith("run:"):
+            problem = _run_ref_problem(store, value)
+            if problem:
+                problems[name] = problem
+    notes: list[str] = []
+    if data.get("dataset_path"):
+        problem, note = _dataset_problem(cfg, data["dataset_path"])
+        if problem:
+            problems["dataset_path"] = problem
+        if note:
+            notes.append(note)
+    if problems:
+        raise ConfigError(problems)
+    return parse_config(data), notes
