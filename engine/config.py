@@ -377,12 +377,21 @@ class SyntheticConfig(BaseRunConfig):
         "uneven_imbalanced", "Which of the paper's three data settings to generate.")
     method: Literal["dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo"] = _f(
         "gr_dpo", "Training objective; gr_* are the group-robust ones.")
-    # Defaults: the paper's uneven-imbalanced GR-DPO run (engine.algorithms.synthetic.paper_settings).
-    max_steps: int = _f(5000, "Number of gradient steps.", ge=1, le=MAX_STEPS)
-    beta: float = _f(2.0, "Preference-loss temperature.", gt=0.0, le=100.0)
+    # Defaults: the authors' uneven-imbalanced GR-DPO run at their HEAD (engine.algorithms.synthetic.paper_settings).
+    max_steps: int = _f(20000, "Number of gradient steps.", ge=1, le=MAX_STEPS)
+    beta: float = _f(1.0, "Preference-loss temperature.", gt=0.0, le=100.0)
     chi: float = _f(1.0, "Trade-off: 1 = worst group only, 0 = group-balanced average.", ge=0.0, le=1.0)
-    eta: float = _f(0.01, "Step size of the group weights.", gt=0.0, le=10.0)
-    learning_rate: float = _f(5.0, "Step size of the policy parameters.", gt=0.0, le=100.0)
+    eta: float = _f(0.5, "Step size of the group weights.", gt=0.0, le=10.0)
+    learning_rate: float = _f(0.9, "Step size of the policy parameters.", gt=0.0, le=100.0)
+    feature_type: Literal["swapped", "flipped"] = _f(
+        "swapped", "How group 1's features differ from group 0's: swapped moves the cosine and sine terms (the "
+        "authors' scripts), flipped exchanges cosine and sine (the runs behind their plots).", advanced=True)
+    solver: Literal["gradient", "closed_form"] = _f(
+        "gradient", "IPO methods only: closed_form solves each step's weighted least squares exactly, as the "
+        "authors' IPO runs do (learning rate unused); gradient takes learning-rate steps.", advanced=True)
+    closed_form_weights: Literal["authors", "paper"] = _f(
+        "authors", "GR-IPO in closed form: authors = their code (alpha step on loss / group count, each pair "
+        "weighed by its group's weight); paper = Algorithm 1 with the policy step solved exactly.", advanced=True)
     batch_size: int = _f(0, "Pairs per step (0: full batch).", advanced=True, ge=0, le=MAX_BATCH)
     n_train: int = _f(300, "Training preference pairs.", advanced=True, ge=10, le=MAX_EXAMPLES)
     n_val: int = _f(1000, "Validation pairs for the per-group validation loss.", advanced=True, ge=10,
@@ -390,6 +399,14 @@ class SyntheticConfig(BaseRunConfig):
     n_test_states: int = _f(1000, "Test states for the reward error.", advanced=True, ge=10, le=MAX_EXAMPLES)
     checkpoint_every: int = _f(500, "Save a resumable checkpoint every this many steps (0: only at the end).",
                                section="checkpoints", advanced=True, ge=0, le=MAX_STEPS)
+
+    @model_validator(mode="after")
+    def _closed_form_fits(self) -> "SyntheticConfig":
+        if self.solver == "closed_form" and not self.method.endswith("ipo"):
+            raise ValueError(f"solver: closed_form solves IPO's least squares; choose gradient for {self.method}")
+        if self.solver == "closed_form" and self.batch_size != 0:
+            raise ValueError("batch_size: the closed-form solver uses the whole training set; set 0")
+        return self
 
 
 class CompareConfig(BaseRunConfig):

@@ -46,6 +46,15 @@ def test_feature_map_matches_hand_computed_values():
     r1 = true_reward(x, torch.tensor([3]), torch.tensor([1]))
     assert r0.item() == pytest.approx(s * c + 3 * sn / s + 0.0 + 3 / s, abs=1e-12)
     assert r1.item() == pytest.approx(3 * sn / s + s * c + 3 / s + 0.0, abs=1e-12)
+    # 'flipped' (the authors' plotting runs): group 1 exchanges cos and sin inside the terms; group 0 unchanged
+    f0 = feature_map(x, torch.tensor([3]), torch.tensor([0]), "flipped")
+    f1 = feature_map(x, torch.tensor([3]), torch.tensor([1]), "flipped")
+    assert f0.tolist() == g0.tolist()
+    assert f1[0].tolist() == pytest.approx([s * sn, c / s, s * 1.0, 0.0], abs=1e-12)
+    assert true_reward(x, torch.tensor([3]), torch.tensor([1]), "flipped").item() == pytest.approx(
+        3 * s * sn + c / s + 3 * s + 0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="feature_type"):
+        feature_map(x, torch.tensor([3]), torch.tensor([1]), "same")
 
 
 def test_feature_map_broadcasts_over_actions_and_groups():
@@ -111,7 +120,7 @@ def test_first_gr_dpo_step_matches_hand_computed_update():
 
 
 def test_first_ipo_step_is_plain_mean_gradient():
-    s = _small("ipo", steps=1)
+    s = _small("ipo", steps=1, solver="gradient", lr=1.0)
     d = make_data(s)
     from engine.algorithms.synthetic import _initial_state
 
@@ -122,6 +131,105 @@ def test_first_ipo_step_is_plain_mean_gradient():
     assert rec.state["theta"] == pytest.approx(theta1.tolist(), rel=1e-10)
     n0 = int((d.train.group == 0).sum())
     assert [g["weight"] for g in rec.groups] == pytest.approx([n0 / 60, 1 - n0 / 60])
+
+
+def test_first_is_dpo_step_is_the_authors_update():
+    """group_robust_dpo_vectorised_gradfix.py with importance_sampling: theta -= lr * sum_g w_g sum_{i in g}
+    grad_i / N, w_g = (1/N_g) / sum_k(1/N_k); every group gets the same total mass."""
+    from engine.algorithms.group_robust import importance_group_weights
+    from engine.algorithms.synthetic import _initial_state
+
+    s = _small("is_dpo", steps=1)
+    d = make_data(s)
+    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    n = torch.bincount(d.train.group, minlength=2).double()
+    assert n.tolist() == [12.0, 48.0]
+    w = (1 / n) / (1 / n).sum()
+    assert w.tolist() == pytest.approx([0.8, 0.2])
+    h = d.train.diff @ th
+    grad_pair = -s.beta * torch.sigmoid(-s.beta * h).unsqueeze(-1) * d.train.diff  # (N, d)
+    grad = (w[d.train.group].unsqueeze(-1) * grad_pair).sum(0) / len(h)
+    rec = run_synthetic(s).final
+    assert rec.state["theta"] == pytest.approx((th - s.lr * grad).tolist(), rel=1e-10)
+    # equal group mass 1 / (N sum_k 1/N_k) = 0.16 each (not 0.8/0.2 on the group means)
+    mass = importance_group_weights(n, n)
+    assert mass.tolist() == pytest.approx([0.16, 0.16])
+    assert (w * n / n.sum()).tolist() == pytest.approx(mass.tolist())
+    assert [g["weight"] for g in rec.groups] == pytest.approx([0.5, 0.5])
+
+
+@pytest.mark.parametrize("counts", [[60.0, 240.0], [150.0, 150.0], [10.0, 30.0, 0.0, 60.0]])
+def test_importance_group_weights_give_equal_group_mass(counts):
+    from engine.algorithms.group_robust import importance_group_weights
+
+    c = torch.tensor(counts, dtype=torch.float64)
+    mass = importance_group_weights(c, c)
+    present = c > 0
+    expected = 1 / (c.sum() * (1 / c[present]).sum())
+    assert mass[present].tolist() == pytest.approx([float(expected)] * int(present.sum()))
+    assert float(mass[~present].sum()) == 0.0
+    # a batch's pair coefficients w_g / B sum, per group, to the same masses
+    ids = torch.repeat_interleave(torch.arange(len(counts)), c.long())
+    from engine.algorithms.group_robust import importance_weights
+
+    coef = importance_weights(c)[ids] / len(ids)
+    per_group = torch.zeros(len(counts), dtype=torch.float64).index_add(0, ids, coef)
+    assert per_group.tolist() == pytest.approx(mass.tolist())
+
+
+def _authors_closed_form(diff, group, theta, beta, eta, steps, method, weights="authors"):
+    """batch_update_closed_form + WeightedRegression of the authors' code, transcribed with numpy (chi = 1)."""
+    import numpy as np
+
+    D, g = diff.numpy(), group.numpy()
+    counts = np.bincount(g, minlength=2).astype(float)
+    if method == "is_ipo":
+        gw = (1 / counts) / (1 / counts).sum()
+    else:
+        gw = np.array([0.5, 0.5])  # their IPO: importance weights '0.5,0.5'; GR starts uniform
+    theta = theta.numpy()
+    for _ in range(steps):
+        lin = D @ theta - 0.5 / beta
+        loss = np.array([np.sum(lin[g == k] ** 2) for k in range(2)]) / counts
+        if method == "gr_ipo":
+            signal = loss / counts if weights == "authors" else loss  # the code divides by the count twice
+            gw = gw * np.exp(eta * signal)
+            gw = gw / gw.sum()
+        w = gw[g] if weights == "authors" or method != "gr_ipo" else (gw / counts)[g]
+        W = np.diag(w)
+        theta = (np.linalg.inv(D.T @ W @ D) @ (D.T @ W @ np.ones((len(g), 1)))).ravel() / (2 * beta)
+    return theta, gw
+
+
+@pytest.mark.parametrize("method,weights", [("ipo", "authors"), ("is_ipo", "authors"), ("gr_ipo", "authors"),
+                                            ("gr_ipo", "paper")])
+def test_closed_form_matches_the_authors_weighted_regression(method: str, weights: str):
+    from engine.algorithms.synthetic import _initial_state
+
+    s = _small(method, steps=4, closed_form_weights=weights)
+    assert s.solver == "closed_form" and s.beta == 0.1
+    d = make_data(s)
+    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    theta, alpha = _authors_closed_form(d.train.diff, d.train.group, th, s.beta, s.eta, s.steps, method, weights)
+    rec = run_synthetic(s).final
+    assert rec.state["theta"] == pytest.approx(theta.tolist(), rel=1e-9)
+    if method == "gr_ipo":
+        assert rec.state["alpha"] == pytest.approx(alpha.tolist(), rel=1e-12)
+    # the logged weights are each group's share of the regression's mass
+    mass = (alpha if method != "is_ipo" else [0.8, 0.2]) * torch.tensor([12.0, 48.0]).numpy()
+    if method == "gr_ipo" and weights == "paper":
+        mass = alpha
+    assert [g["weight"] for g in rec.groups] == pytest.approx((mass / mass.sum()).tolist(), rel=1e-9)
+
+
+def test_algorithm1_gradient_gr_ipo_reaches_its_closed_form():
+    """The paper's Algorithm 1 with gradient steps and with the policy step solved exactly end at one point."""
+    from engine.algorithms.synthetic import ALGORITHM1_GR_IPO
+
+    grad = run_synthetic(_small("gr_ipo", **{**ALGORITHM1_GR_IPO, "steps": 3000})).final
+    exact = run_synthetic(_small("gr_ipo", closed_form_weights="paper", steps=300)).final
+    assert grad.state["alpha"] == pytest.approx(exact.state["alpha"], abs=1e-6)
+    assert grad.state["theta"] == pytest.approx(exact.state["theta"], abs=1e-6)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -138,10 +246,12 @@ def test_weights_on_simplex_every_step(method: str):
         assert r.metrics["val/worst_group_loss"] == max(g["loss"] for g in r.groups)
         assert r.metrics["reward_error/worst"] == max(g["reward_error"] for g in r.groups)
         assert all(0.0 <= g["accuracy"] <= 1.0 for g in r.groups)
-    if method.startswith("is_"):  # fixed weights proportional to 1/N_g: 20/80 data -> 0.8/0.2
-        assert [g["weight"] for g in recs[-1].groups] == pytest.approx([0.8, 0.2])
-    if method.startswith("gr_"):  # the first step moved alpha towards the group with the higher training loss
-        worst = max(range(2), key=lambda g: recs[0].groups[g]["train_loss"])
+    if method.startswith("is_"):  # pair weights 1/N_g (0.8/0.2 for 20/80 data): each group half the objective
+        assert [g["weight"] for g in recs[-1].groups] == pytest.approx([0.5, 0.5])
+    if method.startswith("gr_"):  # the first step moved alpha towards the group with the higher alpha-step signal:
+        # L_g, or L_g / n_g in the authors' closed-form GR-IPO (12/48 training pairs here)
+        per = [12, 48] if method == "gr_ipo" else [1, 1]
+        worst = max(range(2), key=lambda g: recs[0].groups[g]["train_loss"] / per[g])
         assert recs[0].groups[worst]["alpha"] > 0.5
 
 
@@ -189,7 +299,7 @@ def test_resume_refuses_other_settings():
     s = _small("gr_dpo", steps=3)
     st = run_synthetic(s).final.state
     with pytest.raises(ValueError, match="eta"):
-        run_synthetic(replace(s, eta=0.5, steps=6), state=st)
+        run_synthetic(replace(s, eta=0.25, steps=6), state=st)
 
 
 def test_should_stop_cancels_between_steps():
@@ -231,6 +341,26 @@ def test_settings_validation_and_json_roundtrip():
         SyntheticSettings(method="ppo")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="Unknown SyntheticSettings keys"):
         SyntheticSettings.from_dict({"lr": 1.0, "learning_rate": 2.0})
+    with pytest.raises(ValueError, match="no DPO counterpart"):
+        SyntheticSettings(method="gr_dpo", solver="closed_form")
+    with pytest.raises(ValueError, match="set batch_size 0"):
+        SyntheticSettings(method="ipo", solver="closed_form", batch_size=8)
+    with pytest.raises(ValueError, match="feature_type must be one of"):
+        SyntheticSettings(feature_type="same")  # type: ignore[arg-type]
+
+
+def test_resume_from_a_state_saved_before_the_new_fields():
+    s = _small("gr_dpo", steps=6)
+    full = run_synthetic(s).final
+    st = run_synthetic(replace(s, steps=3)).final.state
+    for key in ("feature_type", "solver", "closed_form_weights"):
+        del st["settings"][key]
+    assert run_synthetic(s, state=st).final.state == full.state
+    old_is = run_synthetic(_small("is_dpo", steps=2)).final.state
+    for key in ("feature_type", "solver", "closed_form_weights"):
+        del old_is["settings"][key]
+    with pytest.raises(ValueError, match="predates"):
+        run_synthetic(_small("is_dpo", steps=4), state=old_is)
 
 
 def test_gr_dpo_beats_dpo_on_worst_group_uneven_imbalanced():
@@ -239,8 +369,65 @@ def test_gr_dpo_beats_dpo_on_worst_group_uneven_imbalanced():
     seeds = [0, 1, 2, 3]
     out = {}
     for method in ("dpo", "gr_dpo"):
-        s = paper_settings("uneven_imbalanced", method, steps=1000, eval_every=1000)
+        s = paper_settings("uneven_imbalanced", method, steps=3000, eval_every=3000)
         out[method] = [r.final.metrics for r in run_synthetic_seeds(s, seeds)]
     for dpo, gr in zip(out["dpo"], out["gr_dpo"]):
         assert gr["val/worst_group_loss"] < dpo["val/worst_group_loss"]
         assert gr["reward_error/worst"] < dpo["reward_error/worst"]
+
+
+def test_is_dpo_beats_dpo_on_worst_group_even_imbalanced():
+    """With the authors' IS weighting (equal mass per group) IS-DPO is far from DPO in the even setting, whose two
+    groups are mirror images; weights 0.8/0.2 on the group MEANS had made it come out equal to DPO."""
+    out = {}
+    for method in ("dpo", "is_dpo"):
+        s = paper_settings("even_imbalanced", method, steps=2000, eval_every=2000)
+        out[method] = [r.final.metrics for r in run_synthetic_seeds(s, [0, 1, 2, 3])]
+    for dpo, is_ in zip(out["dpo"], out["is_dpo"]):
+        assert is_["val/worst_group_loss"] < dpo["val/worst_group_loss"] - 0.1
+        assert is_["reward_error/worst"] < dpo["reward_error/worst"]
+
+
+# The authors' values, transcribed from github.com/rsshyam/Group-robust-preference-optimization-bandits at HEAD
+# f8bdf05fcf1b25c53a6318151d4727a4f2928646: scripts/scripts to reproduce/<setting>.sh (--step_size, --reg_coef,
+# --exp_step_size, --dpo_num_iters, --weight, --use_uneven_grp, --feature_type, --chi) for the DPO methods;
+# even.sh (--reg_coef 0.1 --use_closed_form True) and the plotting scripts' run selections (IPO/IS-IPO
+# dpo_num_iters 10, GR-IPO dpo_num_iters 100, rdpo_exp_step_size 0.01) for the IPO methods.
+AUTHORS_DPO = {
+    "even_imbalanced": dict(lr=0.5, beta=1.0, eta=0.9, steps=10000, weight=0.2, uneven=False),
+    "uneven_balanced": dict(lr=5.0, beta=2.0, eta=0.01, steps=5000, weight=0.5, uneven=True),
+    "uneven_imbalanced": dict(lr=0.9, beta=1.0, eta=0.5, steps=20000, weight=0.2, uneven=True),
+}
+AUTHORS_DPO_2024_04 = {  # commit 26ac54c7c3e0, the values the studio used before
+    "even_imbalanced": dict(lr=1.0, beta=0.1, eta=0.001, steps=80000),
+    "uneven_balanced": dict(lr=5.0, beta=2.0, eta=0.01, steps=5000),
+    "uneven_imbalanced": dict(lr=5.0, beta=2.0, eta=0.01, steps=5000),
+}
+AUTHORS_IPO = {"ipo": dict(steps=10), "is_ipo": dict(steps=10), "gr_ipo": dict(steps=100, eta=0.01)}
+
+
+@pytest.mark.parametrize("setting", list(AUTHORS_DPO))
+@pytest.mark.parametrize("method", METHODS)
+def test_paper_settings_match_the_authors_scripts_field_by_field(setting: str, method: str):
+    from engine.algorithms.synthetic import TRAIN_GROUP0_SHARE, UNEVEN_PAIRS
+
+    s = paper_settings(setting, method)
+    a = AUTHORS_DPO[setting]
+    # shared by every run of the scripts: 300 pairs full batch (rdpo_batch_size 300), chi 1, swapped features
+    assert (s.n_train, s.batch_size, s.chi, s.feature_type) == (300, 0, 1.0, "swapped")
+    assert (TRAIN_GROUP0_SHARE[setting], UNEVEN_PAIRS[setting]) == (a["weight"], a["uneven"])
+    if method.endswith("dpo"):
+        assert (s.lr, s.beta, s.eta, s.steps, s.solver) == (a["lr"], a["beta"], a["eta"], a["steps"], "gradient")
+        old = paper_settings(setting, method, revision="2024-04")
+        assert {k: getattr(old, k) for k in AUTHORS_DPO_2024_04[setting]} == AUTHORS_DPO_2024_04[setting]
+    else:
+        assert (s.beta, s.solver, s.closed_form_weights) == (0.1, "closed_form", "authors")
+        assert {k: getattr(s, k) for k in AUTHORS_IPO[method]} == AUTHORS_IPO[method]
+
+
+def test_synthetic_config_defaults_are_the_authors_uneven_imbalanced_gr_dpo():
+    from engine.config import SyntheticConfig
+    from engine.runs.synthetic import settings_from_config
+
+    assert settings_from_config(SyntheticConfig()) == paper_settings("uneven_imbalanced", "gr_dpo")
+    assert SyntheticSettings() == paper_settings("uneven_imbalanced", "gr_dpo")

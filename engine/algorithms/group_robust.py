@@ -21,7 +21,8 @@ Checked against the paper's public code (github.com/rsshyam/Group-robust-prefere
   counts): the ``scale`` argument carries that factor; ``paper_scale(dataset_counts)`` applied to our per-group
   MEAN differs from it by the batch count n_g, so pass ``paper_scale(dataset_counts) * counts`` to match the
   code to the letter. The importance-sampling baseline fixes the weights to
-  ``(1/N_g) / sum(1/N_g)`` (``importance_weights``).
+  ``(1/N_g) / sum(1/N_g)`` (``importance_weights``); the synthetic code applies them to each PAIR (sum_g w_g
+  sum_{i in g} loss_i / N: ``importance_group_weights``), which gives every group the same total mass.
 - ``algos/linear_bandit/group_robust_dpo_vectorised_gradfix.py`` (synthetic study): ``group_weights *=
   exp(exp_step_size * group_loss)``, normalised, before the weighted policy gradient.
 - The trade-off chi is not in the public code we could read; it follows the paper's description (METHODS.md):
@@ -140,6 +141,19 @@ def importance_weights(group_counts: "Tensor") -> "Tensor":
         raise ValueError("importance_weights needs at least one group with a positive count.")
     inv = torch.where(counts > 0, 1.0 / counts.clamp_min(1e-300), torch.zeros_like(counts))
     return (inv / inv.sum()).to(torch.float32 if not group_counts.is_floating_point() else group_counts.dtype)
+
+
+def importance_group_weights(group_counts: "Tensor", batch_counts: "Tensor") -> "Tensor":
+    """The importance-sampling objective of the authors' synthetic code, sum_g w_g * sum_{i in g} loss_i / B
+    (``group_robust_dpo_vectorised_gradfix.py``, ``importance_sampling True``), as weights on the batch's group
+    MEAN losses: w_g * n_g / B, with w = importance_weights(group_counts) (training-set counts N_g) and n_g the
+    batch's counts (B = sum n_g). Each PAIR weighs w_g, so on the whole training set every group has the same
+    total mass 1 / (N sum_k 1/N_k): a group-balanced objective, at the authors' step size (the masses sum to
+    K / (N sum_k 1/N_k) <= 1, e.g. 0.32 for 60/240 pairs). Putting w_g on the group means instead would weigh a
+    minority pair (N_maj / N_min)^2 times a majority pair. batch_counts (..., K) -> (..., K)."""
+    w = importance_weights(group_counts).to(batch_counts.dtype)  # (K,)
+    n = batch_counts.sum(-1, keepdim=True).clamp_min(1.0)  # (..., 1)
+    return w * batch_counts / n
 
 
 def paper_scale(group_counts: "Tensor") -> "Tensor":

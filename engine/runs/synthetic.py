@@ -13,7 +13,9 @@ from engine.runs.context import RunContext, write_json_atomic
 def settings_from_config(cfg: SyntheticConfig) -> SyntheticSettings:
     return SyntheticSettings(setting=cfg.setting, method=cfg.method, beta=cfg.beta, chi=cfg.chi, eta=cfg.eta,
                              lr=cfg.learning_rate, steps=cfg.max_steps, batch_size=cfg.batch_size, n_train=cfg.n_train,
-                             n_val=cfg.n_val, n_test_states=cfg.n_test_states, seed=cfg.seed)
+                             n_val=cfg.n_val, n_test_states=cfg.n_test_states, seed=cfg.seed,
+                             feature_type=cfg.feature_type, solver=cfg.solver,
+                             closed_form_weights=cfg.closed_form_weights)
 
 
 def execute(ctx: RunContext) -> None:
