@@ -84,6 +84,13 @@ class Run(Base):
     # Set when a run is re-queued after an interruption: the run process restarts from its last checkpoint.
     resume: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The current claim's owner token, new on every claim and cleared when the claim ends. Every write of a
+    # run process checks it in the same transaction, so a process whose run was recovered, re-claimed,
+    # cancelled or deleted behind its back (a stopped or orphaned process) can never write again.
+    lease: Mapped[str | None] = mapped_column(String(64))
+    # Part of the run's folder name (runs/<id>-<token>), set at submit: SQLite reuses the id of a deleted
+    # last run, and a new run must never inherit an old one's checkpoints. NULL on rows from before it.
+    folder_token: Mapped[str | None] = mapped_column(String(32))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
 
     parent: Mapped["Run | None"] = relationship(remote_side="Run.id")

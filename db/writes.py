@@ -1,4 +1,8 @@
-"""What a run process writes: one short transaction per training step, plus checkpoints and evaluations."""
+"""What a run process writes: one short transaction per training step, plus checkpoints and evaluations.
+
+A run process passes its claim's ``lease``: each transaction then starts with the lease check
+(``db.queue.check_lease``) and writes nothing, raising ``LeaseLost``, once the run is no longer its own.
+Callers that are not run processes (tests, tools) leave it out."""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert
 
-from db.models import (Checkpoint, ComparisonOutput, Evaluation, GroupStat, MetricPoint, Run, Sample, utcnow)
+from db.models import Checkpoint, ComparisonOutput, Evaluation, GroupStat, MetricPoint, Sample, utcnow
+from db.queue import check_lease
 from db.session import Store
 
 _GROUP_FIELDS = ("weight", "loss", "reward_mean", "reward_std", "accuracy", "count")
@@ -23,7 +28,8 @@ def _clean(v: Any) -> float | None:
 
 
 def write_step(store: Store, run_id: int, step: int, metrics: Mapping[str, float],
-               groups: Iterable[Mapping[str, Any]] = (), samples: Iterable[Mapping[str, Any]] = ()) -> None:
+               groups: Iterable[Mapping[str, Any]] = (), samples: Iterable[Mapping[str, Any]] = (), *,
+               lease: str | None = None) -> None:
     """Everything one step produced, in one transaction: a crash leaves either the whole step or none of it."""
     now = utcnow()
     metric_rows = [{"run_id": run_id, "step": step, "key": k, "value": _clean(v), "time": now} for k, v in metrics.items()]
@@ -39,36 +45,40 @@ def write_step(store: Store, run_id: int, step: int, metrics: Mapping[str, float
                     "rewards": {k: _clean(v) for k, v in (x.get("rewards") or {}).items()} or None,
                     "advantage": _clean(x.get("advantage"))} for x in samples]
     with store.write() as s:
+        check_lease(s, run_id, lease, last_step=step, heartbeat_at=now)
         if metric_rows:
             s.execute(insert(MetricPoint), metric_rows)
         if group_rows:
             s.execute(insert(GroupStat), group_rows)
         if sample_rows:
             s.execute(insert(Sample), sample_rows)
-        s.execute(update(Run).where(Run.id == run_id).values(last_step=step, heartbeat_at=now))
 
 
-def truncate_after(store: Store, run_id: int, step: int) -> None:
+def truncate_after(store: Store, run_id: int, step: int, *, lease: str | None = None) -> None:
     """Drop what a run wrote after ``step``: a resumed run rewrites those steps from its checkpoint."""
     with store.write() as s:
+        check_lease(s, run_id, lease, last_step=step)
         for table in (MetricPoint, GroupStat, Sample):
             s.execute(delete(table).where(table.run_id == run_id, table.step > step))
         s.execute(delete(Evaluation).where(Evaluation.run_id == run_id, Evaluation.step > step))
         s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step > step))
-        s.execute(update(Run).where(Run.id == run_id).values(last_step=step))
 
 
-def record_checkpoint(store: Store, run_id: int, step: int, path: str, meta: Mapping[str, Any] | None = None) -> None:
+def record_checkpoint(store: Store, run_id: int, step: int, path: str, meta: Mapping[str, Any] | None = None, *,
+                      lease: str | None = None) -> None:
     with store.write() as s:
+        check_lease(s, run_id, lease)
         s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step == step))
         s.add(Checkpoint(run_id=run_id, step=step, path=path, meta=dict(meta or {})))
 
 
 def record_evaluation(store: Store, *, run_id: int | None, model: str, benchmark: str, dataset_version: str,
                       metrics: Mapping[str, Any], seed: int = 0, step: int | None = None,
-                      checkpoint: str | None = None) -> int:
+                      checkpoint: str | None = None, lease: str | None = None) -> int:
     clean = {k: (_clean(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in metrics.items()}
     with store.write() as s:
+        if run_id is not None:
+            check_lease(s, run_id, lease)
         ev = Evaluation(run_id=run_id, step=step, model=model, checkpoint=checkpoint, benchmark=benchmark,
                         dataset_version=dataset_version, seed=seed, metrics=clean)
         s.add(ev)
@@ -76,11 +86,12 @@ def record_evaluation(store: Store, *, run_id: int | None, model: str, benchmark
         return ev.id
 
 
-def write_comparison(store: Store, run_id: int, rows: Iterable[Mapping[str, Any]]) -> None:
+def write_comparison(store: Store, run_id: int, rows: Iterable[Mapping[str, Any]], *, lease: str | None = None) -> None:
     rows = [{"run_id": run_id, "prompt_index": r["prompt_index"], "group": r["group"], "prompt": r["prompt"],
              "side": r["side"], "model": r["model"], "completion": r["completion"], "reward": _clean(r.get("reward"))}
             for r in rows]
     with store.write() as s:
+        check_lease(s, run_id, lease)
         s.execute(delete(ComparisonOutput).where(ComparisonOutput.run_id == run_id))
         if rows:
             s.execute(insert(ComparisonOutput), rows)

@@ -36,12 +36,38 @@ def test_pair_coefficients_reproduce_each_reduction():
     w = importance_weights(counts)[ids]
     assert float((isw * loss).sum()) == pytest.approx(float((w * loss).sum() / w.sum()))
     assert float(isw.sum()) == pytest.approx(1.0)
+    # balanced sampling already draws every group equally often: no reweighting on top
+    bal = pair_coefficients("is", ids, 3, dataset_counts=counts, sampling="balanced")
+    assert bal.tolist() == pytest.approx(plain.tolist())
+    with pytest.raises(ValueError, match="group sampling"):
+        pair_coefficients("is", ids, 3, dataset_counts=counts, sampling="stratified")
 
     alpha = torch.tensor([0.2, 0.5, 0.3])
     mixed = mixed_weights(alpha, 0.7)
     gr = pair_coefficients("gr", ids, 3, dataset_counts=counts, mixed=mixed)
     gl, _ = group_losses(loss, ids, 3)
     assert float((gr * loss).sum()) == pytest.approx(float(robust_loss(gl, mixed)))
+
+
+@pytest.mark.parametrize("sampling", ["random", "balanced"])
+def test_is_coefficients_give_every_group_equal_mass(sampling: str):
+    """IS is a group-balanced objective: on the batch each sampling mode draws in expectation (the whole data in
+    proportion for random, equal counts for balanced), every group's pairs carry the same total weight."""
+    import torch
+
+    from engine.runs.preference import group_shares, pair_coefficients
+
+    counts = torch.tensor([60.0, 240.0, 30.0])
+    if sampling == "random":
+        ids = torch.repeat_interleave(torch.arange(3), counts.long())
+    else:
+        ids = torch.arange(3).repeat(8)
+    c = pair_coefficients("is", ids, 3, dataset_counts=counts, sampling=sampling)
+    assert group_shares(c, ids, 3).tolist() == pytest.approx([1 / 3] * 3)
+    # 1/N_g on a balanced batch would have given the smallest group the largest share instead
+    wrong = pair_coefficients("is", ids, 3, dataset_counts=counts, sampling="random")
+    if sampling == "balanced":
+        assert group_shares(wrong, ids, 3).argmax() == counts.argmin()
 
 
 def test_tokenize_pairs_respects_max_length(tiny_model_dir):
@@ -92,9 +118,10 @@ def test_gr_ipo_in_process_logs_groups_and_reuses_the_reference_cache(store, tin
     benches = [(b, s) for b, s, _ in evaluations(store, rid)]
     assert benches == [("heldout_preference", 0), ("heldout_reward", 0), ("heldout_preference", 2),
                        ("heldout_reward", 2)]
-    from db.session import studio_home
+    from db.queue import get_run
+    from engine.paths import run_folder
 
-    assert (studio_home() / "runs" / str(rid) / REF_CACHE).is_file()
+    assert (run_folder(rid, get_run(store, rid).folder_token) / REF_CACHE).is_file()
 
 
 def test_every_preference_variant_through_the_worker(store, db_url, tiny_model_dir, tmp_path):
@@ -121,14 +148,25 @@ def test_every_preference_variant_through_the_worker(store, db_url, tiny_model_d
             assert sum(r["weight"] for r in rows.values()) == pytest.approx(1.0, abs=1e-5)
         else:
             assert all(r["weight"] is None for r in rows.values())
-    # IS weights are the fixed 1/N_g: the smallest training group gets the largest weight
-    rows = group_rows(store, ids["is_dpo"])[1]
-    counts = {}
+    # IS logs each group's share of the step's objective: pairs weigh 1/N_g, so a group's share is n_g/N_g
+    # normalised over the batch's groups (n_g: its pairs in this batch)
     from engine.data.registry import load_named
+    from engine.runs.train_common import BatchSchedule
 
-    for p in load_named("bbq_pairs", "train", seed=0):
+    train = load_named("bbq_pairs", "train", seed=0)
+    counts: dict[str, int] = {}
+    for p in train:
         counts[p.group] = counts.get(p.group, 0) + 1
-    assert max(rows, key=lambda g: rows[g]["weight"]) == min(counts, key=counts.get)
+    cfg = preference_config(str(tiny_model_dir), "is_dpo", max_steps=1)
+    batch = BatchSchedule([p.group for p in train], cfg["batch_size"], cfg.get("seed", 0),
+                          cfg.get("group_sampling", "random")).indices(1)
+    drawn: dict[str, int] = {}
+    for i in batch:
+        drawn[train[i].group] = drawn.get(train[i].group, 0) + 1
+    z = sum(n / counts[g] for g, n in drawn.items())
+    rows = group_rows(store, ids["is_dpo"])[1]
+    assert {g: r["weight"] for g, r in rows.items()} == pytest.approx(
+        {g: drawn.get(g, 0) / counts[g] / z for g in counts}, abs=1e-6)
 
 
 @pytest.mark.slow

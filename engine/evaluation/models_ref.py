@@ -2,7 +2,8 @@
 
 Accepted: "embedded:smollm2-135m-instruct", a local HF folder, a hub id, "run:ID" or a bare run id. A run
 reference means that run's latest checkpoint (or a given step); it is exported once, merged, to
-$STUDIO_HOME/exports/run-ID/step-N and reused, so evaluating or comparing a run twice costs one export.
+$STUDIO_HOME/exports/run-ID-TOKEN/step-N (engine.paths.run_export_cache) and reused, so evaluating or
+comparing a run twice costs one export.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db.queue import QueueError, get_run
-from db.session import Store, studio_home
+from db.session import Store
+from engine.paths import run_export_cache
 
 _DONE = ".export-complete"
 NO_MODEL_ALGORITHMS = {"synthetic": "a synthetic experiment", "compare": "a comparison job", "eval": "an evaluation job"}
@@ -72,8 +74,8 @@ def run_checkpoint(store: Store, run_id: int, step: int | None = None) -> tuple[
     return ckpt.step, folder
 
 
-def export_cache_dir(run_id: int, step: int) -> Path:
-    return studio_home() / "exports" / f"run-{run_id}" / f"step-{step:07d}"
+def export_cache_dir(run_id: int, step: int, folder_token: str | None = None) -> Path:
+    return run_export_cache(run_id, folder_token) / f"step-{step:07d}"
 
 
 def materialise_run_model(store: Store, run_id: int, step: int | None = None) -> ResolvedModel:
@@ -81,7 +83,8 @@ def materialise_run_model(store: Store, run_id: int, step: int | None = None) ->
     from engine.models.checkpoint import export_model
 
     step, ckpt = run_checkpoint(store, run_id, step)
-    out = export_cache_dir(run_id, step)
+    # The run's folder token in the path: a later run that reuses a deleted run's id never gets its export.
+    out = export_cache_dir(run_id, step, get_run(store, run_id).folder_token)
     if not (out / _DONE).is_file():
         if out.exists():  # a half-finished export from a crash
             shutil.rmtree(out)

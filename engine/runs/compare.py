@@ -95,7 +95,6 @@ def run_comparison(cfg: CompareConfig, prompts: Sequence[Any], model_paths: dict
 
 
 def execute(ctx: RunContext) -> None:
-    from db.writes import write_comparison
     from engine.evaluation.harness import held_out_prompts
     from engine.evaluation.models_ref import resolve_model_ref
     from engine.rewards.base import build_reward
@@ -117,6 +116,6 @@ def execute(ctx: RunContext) -> None:
         reward.close()
     if rows is None:
         return
-    write_comparison(ctx.store, ctx.run_id, [r.__dict__ for r in rows])
+    ctx.write_comparison([r.__dict__ for r in rows])
     metrics, groups = summarise(rows)
     ctx.log_step(1, metrics, groups=groups)

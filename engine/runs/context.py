@@ -9,6 +9,9 @@ The contract for every runner (engine/runs/*.py, ``execute(ctx)``):
       if ctx.should_stop(): save a checkpoint if the step has none, then return
 A runner returns normally when it finishes or stops; the run process decides the final status from
 ``ctx.stop_reason``. Exceptions mark the run failed.
+
+A run process's context carries its claim's lease: every write below checks it (``db.queue.LeaseLost`` once the
+run is no longer this process's), and so does ``checkpoint_dir`` before any checkpoint file is written.
 """
 
 from __future__ import annotations
@@ -20,24 +23,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 from db import queue, writes
-from db.session import Store, studio_home
+from db.session import Store
+from engine.paths import run_folder
 
 StopReason = Literal["cancel", "shutdown"]
 
 
 class RunContext:
     def __init__(self, store: Store, run_id: int, config: Any, *, resume: bool, worker_id: str | None = None,
-                 cancel_poll_s: float = 1.0):
+                 cancel_poll_s: float = 1.0, lease: str | None = None):
         self.store = store
         self.run_id = run_id
         self.config = config
         self.worker_id = worker_id
+        self.lease = lease
         self.resume = resume
         self.stop_reason: StopReason | None = None
         self._shutdown = False
         self._cancel_poll_s = cancel_poll_s
         self._last_cancel_poll = 0.0
-        self.run_dir = studio_home() / "runs" / str(run_id)
+        self.run_dir = run_folder(run_id, queue.get_run(store, run_id).folder_token)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume_checkpoint = queue.latest_checkpoint(store, run_id) if resume else None
 
@@ -63,7 +68,7 @@ class RunContext:
 
         Rows written after that checkpoint are removed, so the resumed steps are written once."""
         step = self._resume_checkpoint.step if self._resume_checkpoint else 0
-        writes.truncate_after(self.store, self.run_id, step)
+        writes.truncate_after(self.store, self.run_id, step, lease=self.lease)
         return step
 
     @property
@@ -71,6 +76,10 @@ class RunContext:
         return Path(self._resume_checkpoint.path) if self._resume_checkpoint else None
 
     def checkpoint_dir(self, step: int) -> Path:
+        """The folder for ``step``'s checkpoint files; LeaseLost first if this process no longer owns the run,
+        so a stale process does not overwrite the files the run's new owner resumes from."""
+        if self.lease is not None and not queue.lease_held(self.store, self.run_id, self.lease):
+            raise queue.LeaseLost(f"run {self.run_id} is no longer held by this process: no checkpoint written")
         path = self.run_dir / "checkpoints" / f"step-{step:07d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -80,22 +89,27 @@ class RunContext:
         return step == self.config.max_steps or (every > 0 and step % every == 0)
 
     def record_checkpoint(self, step: int, path: Path, meta: Mapping[str, Any] | None = None) -> None:
-        writes.record_checkpoint(self.store, self.run_id, step, str(path), meta)
+        writes.record_checkpoint(self.store, self.run_id, step, str(path), meta, lease=self.lease)
 
     # --- writes ---------------------------------------------------------------------------------------
     def log_step(self, step: int, metrics: Mapping[str, float], groups: Iterable[Mapping[str, Any]] = (),
                  samples: Iterable[Mapping[str, Any]] = ()) -> None:
-        writes.write_step(self.store, self.run_id, step, metrics, groups, samples)
+        writes.write_step(self.store, self.run_id, step, metrics, groups, samples, lease=self.lease)
+
+    def write_comparison(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        writes.write_comparison(self.store, self.run_id, rows, lease=self.lease)
 
     def event(self, message: str, level: str = "info") -> None:
         with self.store.write() as s:
+            queue.check_lease(s, self.run_id, self.lease)
             queue.add_event(s, self.run_id, message, level)
 
     def record_evaluation(self, benchmark: str, metrics: Mapping[str, Any], *, model: str, dataset_version: str,
                           step: int | None = None, checkpoint: str | None = None) -> int:
         return writes.record_evaluation(self.store, run_id=self.run_id, model=model, benchmark=benchmark,
                                         dataset_version=dataset_version, metrics=metrics,
-                                        seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint)
+                                        seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint,
+                                        lease=self.lease)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
