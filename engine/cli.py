@@ -240,7 +240,7 @@ def show(run_id: int, db: Optional[str] = DbOpt) -> None:
 @app.command()
 @friendly
 def cancel(run_id: int, db: Optional[str] = DbOpt) -> None:
-    """Cancel a queued run, or stop a running one at its next step boundary."""
+    """Cancel a queued run, or stop a running one at its next step boundary (at once if its engine is gone)."""
     from db.queue import request_cancel
 
     typer.echo(f"run {run_id}: {request_cancel(_store(db), run_id)}")
@@ -249,7 +249,8 @@ def cancel(run_id: int, db: Optional[str] = DbOpt) -> None:
 @app.command()
 @friendly
 def resume(run_id: int, db: Optional[str] = DbOpt) -> None:
-    """Re-queue a failed or cancelled run; it continues from its last checkpoint."""
+    """Re-queue a failed or cancelled run (or a running one whose engine is gone); it continues from its last
+    checkpoint."""
     from db.queue import resume_run
 
     resume_run(_store(db), run_id)
@@ -270,13 +271,16 @@ def clone(run_id: int, set_: list[str] = typer.Option([], "--set", help="Overrid
 @friendly
 def delete(run_id: int, yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
            db: Optional[str] = DbOpt) -> None:
-    """Delete a run and everything it recorded (not while it runs)."""
+    """Delete a run, everything it recorded and its checkpoint files (not while its engine runs it)."""
     from db.queue import delete_run
 
     if not yes and not typer.confirm(f"Delete run {run_id} and all its metrics, samples and checkpoints?"):
         raise typer.Exit(1)
-    delete_run(_store(db), run_id)
+    left = delete_run(_store(db), run_id)
     typer.echo(f"run {run_id}: deleted")
+    for path in left:
+        typer.secho(f"warning: left {path} in place: it lies outside the studio home (a symlink?); remove it "
+                    "yourself if it is no longer needed", fg=typer.colors.YELLOW, err=True)
 
 
 @app.command()
@@ -355,7 +359,9 @@ def prepare(db: Optional[str] = DbOpt) -> None:
 @friendly
 def health(max_age: float = typer.Option(60.0, help="Newest engine heartbeat must be younger than this (s)."),
            db: Optional[str] = DbOpt) -> None:
-    """Exit 0 if an engine worker has a fresh heartbeat (for container health checks), 1 otherwise."""
+    """Exit 0 if an engine worker has a fresh heartbeat (for container health checks), 1 otherwise.
+
+    An engine of this machine whose process is gone never counts, however fresh its last heartbeat."""
     from db.queue import live_workers
 
     workers = live_workers(_store(db), within_s=max_age)
