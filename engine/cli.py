@@ -319,13 +319,19 @@ def export(run_id: int, out: Path = typer.Option(..., "--out", help="Folder to w
 @friendly
 def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id / 'embedded:...', or a run id."),
              benchmarks: str = typer.Option("bbq,crows_pairs,stereoset,reward,perplexity", help="Comma-separated."),
-             limit: int = typer.Option(200, help="Examples per benchmark (0: all)."),
-             seed: int = typer.Option(0), db: Optional[str] = DbOpt) -> None:
-    """Run the bias benchmarks on a model or a run's latest checkpoint and store the results."""
+             limit: int = typer.Option(0, help="Items per benchmark, balanced over groups (0: the full sets)."),
+             seed: int = typer.Option(0, help="Chooses the items under --limit and seeds the bootstrap."),
+             bbq_format: str = typer.Option("studio", help="BBQ scoring: 'studio' (3 options, per-token) or "
+                                            "'lm_eval' (lm-evaluation-harness's bbq task)."),
+             n_boot: int = typer.Option(1000, help="Bootstrap resamples per 95% interval (0: no intervals)."),
+             against: Optional[str] = typer.Option(None, help="A model or run evaluated before on the same items: "
+                                                   "also print and store the paired change of every metric."),
+             db: Optional[str] = DbOpt) -> None:
+    """Run the bias benchmarks on a model or a run's latest checkpoint and store the results with intervals."""
     from engine.evaluation.harness import evaluate_cli
 
     evaluate_cli(_store(db), model_or_run, [b.strip() for b in benchmarks.split(",") if b.strip()], limit=limit,
-                 seed=seed)
+                 seed=seed, against=against, bbq_format=bbq_format, n_boot=n_boot)
 
 
 @reward_app.command("train")

@@ -37,7 +37,39 @@ def test_cli_stores_every_benchmark_and_reads_back(store, tiny_model_dir, capsys
     assert ss["n"] == 6 and ss["icat"] == pytest.approx(ss["lms"] * min(ss["ss"], 100 - ss["ss"]) / 50)
     # A random tiny model is close to uniform over its 49k vocabulary: perplexity in the tens of thousands.
     assert ppl["perplexity"] > 1000 and ppl["n"] == 6
-    assert "stored 4 evaluation(s)" in capsys.readouterr().out
+    for r in rows:  # per-item outcomes and intervals are stored with every result
+        assert r.metrics["items"]["n"] == 6 and r.metrics["bootstrap"]["n_boot"] == 1000
+    lo, hi = crows["ci"]["stereotype_score"]
+    assert lo <= crows["stereotype_score"] <= hi
+    out = capsys.readouterr().out
+    assert "stored 4 evaluation(s)" in out and "95% bootstrap intervals" in out and "| all | 6 |" in out
+
+
+def test_against_stores_a_paired_comparison_on_the_same_items(store, tiny_model_dir, capsys):
+    evaluate_cli(store, str(tiny_model_dir), ["crows_pairs"], limit=6, progress=False)
+    evaluate_cli(store, str(tiny_model_dir), ["crows_pairs", "perplexity"], limit=6, progress=False,
+                 against=str(tiny_model_dir))
+    first, again, ppl = _evaluations(store)
+    paired = again.metrics["paired"]
+    assert paired["against"] == {"evaluation": first.id, "model": str(tiny_model_dir)}
+    diff, lo, hi, p = paired["changes"]["stereotype_score"]
+    assert diff == 0 and lo == 0 and hi == 0 and p == 1.0  # the same model on the same items: no change
+    assert "paired" not in ppl.metrics  # no earlier perplexity result to pair with
+    out = capsys.readouterr().out
+    assert "| stereotype_score |" in out and "perplexity: no stored result" in out
+    # Other items (another seed) are never paired.
+    evaluate_cli(store, str(tiny_model_dir), ["crows_pairs"], limit=6, seed=1, progress=False,
+                 against=str(tiny_model_dir))
+    assert "paired" not in _evaluations(store)[-1].metrics
+
+
+def test_bbq_lm_eval_format_runs_and_is_named_in_the_version(store, tiny_model_dir):
+    evaluate_cli(store, str(tiny_model_dir), ["bbq"], limit=4, progress=False, bbq_format="lm_eval", n_boot=0)
+    (row,) = _evaluations(store)
+    assert "format=lm_eval" in row.dataset_version and row.metrics["n_ambig"] + row.metrics["n_disambig"] == 4
+    assert "ci" not in row.metrics and row.metrics["items"]["n"] == 4  # n_boot=0: items kept, no intervals
+    with pytest.raises(ConfigError, match="bbq_format"):
+        evaluate_cli(store, str(tiny_model_dir), ["bbq"], bbq_format="helm")
 
 
 def test_run_reference_is_exported_and_results_go_to_that_run(store, tmp_path, tiny_model_dir):
