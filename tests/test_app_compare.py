@@ -74,3 +74,31 @@ def test_overlay_and_evaluations(store):
     pivot = next(d.value for d in at.dataframe if "run:1" in [str(c) for c in d.value.columns])
     assert pivot.loc[("bbq", "bias_score"), "run:1"] == 0.1
     assert pivot.loc[("bbq", "bias_score"), "embedded:smollm2-135m-instruct"] == 0.2
+
+
+def test_evaluation_intervals_and_marked_paired_changes(store):
+    from engine.evaluation import metrics as M
+    from engine.evaluation import uncertainty as U
+
+    keys = [str(i) for i in range(40)]
+    # Same 40 pairs: the base model prefers sent_more on 30 of them, the tuned one on 10 (all 20 losses paired).
+    base = [M.PairScore("race" if i % 2 else "gender", "stereo", -1.0, -2.0 if i < 30 else 0.0) for i in range(40)]
+    tuned = [M.PairScore(p.bias_type, p.direction, -1.0, -2.0 if i < 10 else 0.0) for i, p in enumerate(base)]
+    for model, pairs in (("base", base), ("tuned", tuned)):
+        table = M.crows_pairs_table(pairs, keys)
+        record_evaluation(store, run_id=None, model=model, benchmark="crows_pairs", dataset_version="v1",
+                          metrics={**M.compute(table), **U.result_block(table, n_boot=200)})
+    at = open_page("views/compare.py")
+    assert not at.exception
+    specs = chart_specs(at)
+    bars = specs["stereotype_score with 95% intervals"]["data"]
+    assert [len(t["x"]) for t in bars] == [3, 3]  # all, gender, race for both results
+    assert bars[0]["y"][0] == 75.0 and bars[1]["y"][0] == 25.0
+    assert all(e > 0 for e in bars[0]["error_y"]["array"])  # the intervals are drawn
+    change = next(v for k, v in specs.items() if k.startswith("Change in stereotype_score"))["data"][0]
+    assert change["y"][0] == -50.0 and change["text"][0] == "✱"
+    rows = next(d.value for d in at.dataframe if "McNemar p" in d.value.columns)
+    top = rows.iloc[0]
+    assert top["metric"] == "stereotype_score" and top["marked"] == "✱" and top["high"] < 0
+    assert abs(top["McNemar p"] - 2 * 0.5 ** 20) < 1e-9  # 20 discordant pairs, all one way
+    assert "items" not in next(d.value for d in at.dataframe if "dataset" in d.value.columns).columns

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, forms
+from app import charts, eval_view, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
@@ -137,18 +137,56 @@ with tab_eval:
         flat = []
         for e in evs:
             who = e.checkpoint or e.model
-            for k, v in sorted(e.metrics.items()):
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    flat.append({"benchmark": e.benchmark, "metric": k, "model": who, "step": e.step, "value": v,
-                                 "run": e.run_id})
+            for k, v in sorted(eval_view.numbers(e.metrics).items()):
+                flat.append({"benchmark": e.benchmark, "metric": k, "model": who, "step": e.step, "value": v,
+                             "run": e.run_id})
         table = pd.DataFrame(flat)
         st.subheader("Before / after")
         st.caption("One column per evaluated model or checkpoint; the latest result of each is shown.")
         if not table.empty:
             pivot = table.pivot_table(index=["benchmark", "metric"], columns="model", values="value", aggfunc="last")
             st.dataframe(pivot, width="stretch", key="eval.pivot")
+
+        st.subheader("Intervals and paired changes")
+        st.caption("95% bootstrap intervals over the benchmark's items. A change is after - before on the same "
+                   "items: a paired bootstrap interval of the difference, and McNemar's exact test where the metric "
+                   "is a share of a yes/no outcome per item. ✱ marks a change whose interval excludes 0.")
+        benchmarks = sorted({e.benchmark for e in evs})
+        bench = st.selectbox("Benchmark", benchmarks, key="eval.bench")
+        of_bench = [e for e in evs if e.benchmark == bench]
+        by_id = {e.id: e for e in of_bench}
+        ids = list(by_id)
+        c1, c2, c3 = st.columns(3)
+        before_id = c1.selectbox("Before", ids, index=0, key=f"eval.before.{bench}",
+                                 format_func=lambda i: plain(eval_view.label(by_id[i])))
+        after_id = c2.selectbox("After", ids, index=len(ids) - 1, key=f"eval.after.{bench}",
+                                format_func=lambda i: plain(eval_view.label(by_id[i])))
+        before, after = by_id[before_id], by_id[after_id]
+        metric_names = eval_view.table_metrics(bench, after.metrics)
+        if not metric_names:
+            st.caption("This result has no metrics to chart.")
+        else:
+            metric = c3.selectbox("Metric", metric_names, key=f"eval.metric.{bench}")
+            shown = {eval_view.label(before): eval_view.interval_rows(before, metric)}
+            if after_id != before_id:
+                shown[eval_view.label(after)] = eval_view.interval_rows(after, metric)
+            st.plotly_chart(eval_view.interval_figure(metric, shown), key="eval.intervals")
+            if after_id == before_id:
+                st.caption("Pick two different results to see the paired change.")
+            else:
+                got, why = eval_view.changes(before, after)
+                if got is None:
+                    st.info(f"No paired change: {why}", icon=":material/info:")
+                else:
+                    rows = eval_view.change_rows(bench, got)
+                    st.plotly_chart(eval_view.change_figure(metric, rows), key="eval.changes")
+                    fmt = f"%.{eval_view.digits(bench)}f"
+                    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval.change_table",
+                                 column_config={c: st.column_config.NumberColumn(format=fmt)
+                                                for c in ("before", "after", "change", "low", "high")})
         st.subheader("All results")
         st.dataframe(pd.DataFrame([{"id": e.id, "run": e.run_id, "step": e.step, "model": e.model,
                                     "checkpoint": e.checkpoint, "benchmark": e.benchmark,
-                                    "dataset": e.dataset_version, "seed": e.seed, **e.metrics} for e in evs]),
+                                    "dataset": e.dataset_version, "seed": e.seed, **eval_view.numbers(e.metrics)}
+                                   for e in evs]),
                      hide_index=True, width="stretch", key="eval.all")
