@@ -5,7 +5,10 @@ Per step: draw a batch of pairs (a pure function of (seed, step): random, or bal
 the policy's summed answer log-probs (chosen and rejected rows of a pair share a micro-batch), take the
 reference log-probs from the cache, form per-pair losses, then reduce them by the variant's rule:
   dpo / ipo      mean over pairs
-  is_dpo / is_ipo  weighted mean with fixed weights 1/N_g (N_g: the group's training-set count)
+  is_dpo / is_ipo  importance-weighted mean of the pairs towards a group-balanced objective: each pair weighs
+                 1 / (its group's chance of being drawn), i.e. 1/N_g under random sampling (N_g: the group's
+                 training-set count) and 1 under balanced sampling, normalised over the batch; every group then
+                 has the same expected mass, as in the authors' synthetic code (w_g per pair, not per group mean)
   gr_dpo / gr_ipo  group means -> alpha <- update_group_weights(alpha, L, eta, chi, scale=N/N_g * n_g,
                    present=n_g > 0) -> sum_g mixed_weights(alpha, chi)_g * L_g (the paper's Algorithm 1 and code)
 Every variant is computed as sum_i c_i * loss_i with per-pair coefficients c_i, so gradients accumulate over
@@ -174,10 +177,13 @@ def per_pair_loss(cfg: Any, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
 
 
 def pair_coefficients(variant: str, group_ids: torch.Tensor, num_groups: int, *, dataset_counts: torch.Tensor,
-                      mixed: torch.Tensor | None = None) -> torch.Tensor:
+                      mixed: torch.Tensor | None = None, sampling: str = "random") -> torch.Tensor:
     """c_i with objective sum_i c_i * loss_i. (B,) -> (B,).
 
-    plain: 1/B. is: w_g / sum_j w_g(j), w = importance_weights(N_g) (each group's share ~ n_g / N_g).
+    plain: 1/B. is: u_g / sum_j u_g(j) with u_g = 1 / P(a drawn pair is from g): importance_weights(N_g) (∝ 1/N_g)
+    when ``sampling`` is "random" (pairs drawn in proportion to the data), uniform when it is "balanced" (every
+    group drawn equally often), so each group's expected share of the objective is 1/K either way. Weights 1/N_g
+    on a balanced batch, or on group MEANS, would instead give the smallest group the largest share.
     gr: mixed_g / n_g, i.e. sum_g mixed_g * mean_{i in g} loss_i = robust_loss(group_losses, mixed)."""
     import torch
 
@@ -187,12 +193,23 @@ def pair_coefficients(variant: str, group_ids: torch.Tensor, num_groups: int, *,
     if variant == "plain":
         return torch.full((b,), 1.0 / b)
     if variant == "is":
+        if sampling == "balanced":
+            return torch.full((b,), 1.0 / b)  # the schedule already draws every group equally often
+        if sampling != "random":
+            raise ValueError(f"group sampling must be 'random' or 'balanced', got {sampling!r}")
         w = importance_weights(dataset_counts).float()[group_ids]
         return w / w.sum()
     if mixed is None:
         raise ValueError("the group-robust coefficients need the mixed group weights")
     counts = torch.zeros(num_groups).index_add(0, group_ids, torch.ones(b))
     return (mixed.float() / counts.clamp_min(1.0))[group_ids]
+
+
+def group_shares(coeffs: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Each group's share of this step's objective, sum of its pairs' c_i: (B,) -> (K,)."""
+    import torch
+
+    return torch.zeros(num_groups).index_add(0, group_ids, coeffs.float())
 
 
 def _variant(algorithm: str) -> str:
@@ -214,7 +231,6 @@ def execute(ctx: RunContext) -> None:
     from engine.algorithms.group_robust import (
         GroupWeightState,
         group_losses,
-        importance_weights,
         mixed_weights,
         paper_scale,
         update_group_weights,
@@ -251,7 +267,6 @@ def execute(ctx: RunContext) -> None:
     cache_path = ctx.run_dir / REF_CACHE
     ref_cache = ReferenceCache.load_or_new(cache_path, len(train),
                                            fingerprint(cfg, policy.model_path, len(train), "train"))
-    fixed_weights = importance_weights(dataset_counts).float() if variant == "is" else None
 
     # held-out: pair accuracy/margin per group (cheap, every eval) and the bias reward of greedy answers
     held_tok = tokenize_pairs(policy.tokenizer, heldout_pairs, cfg.max_length) if heldout_pairs else None
@@ -339,7 +354,8 @@ def execute(ctx: RunContext) -> None:
                                     mixed = mixed_weights(alpha, cfg.chi)
                             coeffs = pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts, mixed=mixed)
                         else:
-                            coeffs = pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts)
+                            coeffs = pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts,
+                                                       sampling=cfg.group_sampling)
                         loss = (coeffs[a:e].to(device) * lp).sum()
                         loss.backward()
                         loss_value += float(loss.detach())
@@ -358,7 +374,8 @@ def execute(ctx: RunContext) -> None:
             g_margin, _ = group_losses(margin, group_ids, k)
             present = counts > 0
             ch_reward, rj_reward = implicit_rewards(pol_c, pol_r, rc, rr, cfg.beta)
-            weights = alpha if variant == "gr" else fixed_weights if variant == "is" else None
+            # IS logs what its weighting does: each group's share of this step's objective (1/K in expectation)
+            weights = alpha if variant == "gr" else group_shares(coeffs, group_ids, k) if variant == "is" else None
             metrics: dict[str, float] = {
                 "loss": loss_value,
                 "loss/mean": float(losses.mean()),
