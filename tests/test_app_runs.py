@@ -38,7 +38,7 @@ def test_cancel_and_resume_change_the_store(store):
     at.selectbox(key="runs_selected").set_value(a).run()
     at.button(key="act_cancel").click().run()
     assert get_run(store, a).status == RunStatus.cancelled
-    assert f"Run {a}: cancel requested" in texts(at)
+    assert f"Run {a}: cancelled." in texts(at)  # a queued run is cancelled at once, and the message says so
     at.selectbox(key="runs_selected").set_value(a).run()
     assert not at.button(key="act_resume").disabled
     at.button(key="act_resume").click().run()

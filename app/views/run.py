@@ -66,9 +66,10 @@ engine_banner(store, needed=active)
 
 
 def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Run a queue action and flash ``message``; a "{}" in it is filled with what the action returned."""
     try:
-        action()
-        flash(message)
+        result = action()
+        flash(message.replace("{}", str(result)) if "{}" in message else message)
     except QueueError as e:
         flash(str(e), "error")
 
@@ -77,7 +78,7 @@ head = st.columns([6, 1, 1, 1])
 head[0].markdown(f"### #{row.id} {plain(row.name)}\n{status_badge(row.status)} · "
                  f"{ALGORITHM_LABELS.get(row.algorithm, row.algorithm)} · model {plain(row.model)}")
 head[1].button("Cancel", key="run.cancel", disabled=not active or row.cancel_requested, icon=":material/stop_circle:",
-               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: cancel requested."))
+               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: {{}}."))
 head[2].button("Resume", key="run.resume", disabled=row.status not in ("failed", "cancelled"),
                icon=":material/play_circle:",
                on_click=lambda: _do(lambda: resume_run(store, run_id), f"Run {run_id}: queued to resume."))

@@ -69,9 +69,10 @@ st.markdown(f"Status: {status_badge(sel.status)}"
 
 
 def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Run a queue action and flash ``message``; a "{}" in it is filled with what the action returned."""
     try:
-        action()
-        flash(message)
+        result = action()
+        flash(message.replace("{}", str(result)) if "{}" in message else message)
     except QueueError as e:
         flash(str(e), "error")
 
@@ -81,7 +82,7 @@ if cols[0].button("Open", key="act_open", icon=":material/monitoring:", width="s
     open_run(run_id)
 cols[1].button("Cancel", key="act_cancel", icon=":material/stop_circle:", width="stretch",
                disabled=sel.status not in ("queued", "running") or sel.cancel_requested,
-               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: cancel requested."))
+               on_click=lambda: _do(lambda: request_cancel(store, run_id), f"Run {run_id}: {{}}."))
 cols[2].button("Resume", key="act_resume", icon=":material/play_circle:", width="stretch",
                disabled=sel.status not in ("failed", "cancelled"),
                on_click=lambda: _do(lambda: resume_run(store, run_id), f"Run {run_id}: queued to resume from its "
