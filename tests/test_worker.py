@@ -45,17 +45,20 @@ def stop(proc: subprocess.Popen) -> str:
     return out
 
 
-def test_two_workers_racing_claim_each_run_once(store, db_url):
+def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
     ids = [queue.submit_run(store, synthetic(1)) for _ in range(100)]
-    # Both processes start claiming at the same instant, so they really race for the same rows.
-    script = ("import sys, time\nfrom db.session import Store\nfrom db import queue\n"
+    # Both processes start claiming only once both are ready (imports done, store open), so they really race for
+    # the same rows even when a busy machine starts one of them seconds after the other.
+    script = ("import sys, time, pathlib\nfrom db.session import Store\nfrom db import queue\n"
               "store = Store(sys.argv[1], migrate=False)\n"
-              "time.sleep(max(0.0, float(sys.argv[3]) - time.time()))\n"
+              "ready = pathlib.Path(sys.argv[3])\n(ready / sys.argv[2]).touch()\n"
+              "while len(list(ready.iterdir())) < 2: time.sleep(0.01)\n"
               "while (run := queue.claim_next_run(store, sys.argv[2])) is not None:\n"
               "    print(run.id, flush=True)\n")
-    go = str(time.time() + 4)
-    procs = [subprocess.Popen([sys.executable, "-c", script, db_url, f"w{i}", go], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, db_url, f"w{i}", str(ready)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     claimed = [int(x) for out, _ in outs for x in out.split()]
