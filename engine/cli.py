@@ -348,6 +348,23 @@ def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (d
     train_cli(out=out, epochs=epochs, seed=seed, ship=ship, layers=layers, max_train=max_train)
 
 
+@reward_app.command("check")
+@friendly
+def reward_check(path: Optional[Path] = typer.Argument(None, help="Reward model folder (default: the shipped model)."),
+                 out: Optional[Path] = typer.Option(None, "--out", help="JSON file to write (default: "
+                                                    "validation.json next to the model)."),
+                 limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N items per part "
+                                                     "(quick runs; the card says the numbers are partial)."),
+                 device: str = typer.Option("cpu", help="Device for the reward model.")) -> None:
+    """Validate a reward model on text it never saw, alone and inside the default GRPO reward: the direction
+    suite, BBQ eval answers, held-out StereoSet, neutral sentences; updates the model card's Validation section."""
+    from engine.rewards.check import format_tables, run_check
+
+    report = run_check(path, out=out, limit=limit, device=device)
+    typer.echo(format_tables(report))
+    typer.echo(f"\nwrote {report['written']['json']} and the Validation section of {report['written']['card']}")
+
+
 @app.command()
 @friendly
 def prepare(db: Optional[str] = DbOpt) -> None:
