@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 
 from app.palette import AVERAGE_COLOUR, PALETTE, WORST_COLOUR
 from db.reads import Series
+from engine import metric_keys as mk
 
 HEIGHT = 300
 
@@ -31,23 +32,23 @@ class Panel:
     title: str
     patterns: tuple[str, ...]  # fnmatch patterns over metric keys, in legend order
     y_title: str = ""
+    # keys drawn here too though an earlier panel claims them (the average a worst group is set against)
+    also: tuple[str, ...] = ()
 
 
 PANELS: tuple[Panel, ...] = (
-    Panel("Reward", ("reward/mean", "reward/*/mean", "val/avg_reward"), "reward"),
-    Panel("Worst group vs average", ("reward/worst_group", "val/worst_group_loss", "val/avg_loss",
-                                     "val/worst_group_accuracy", "loss/worst_group", "accuracy/min_group",
-                                     "reward_error/worst", "reward_error/mean"), ""),
-    Panel("Loss", ("loss", "train/loss", "train/worst_group_loss"), "loss"),
-    Panel("KL to reference", ("kl",), "KL"),
-    Panel("Entropy", ("entropy",), "nats/token"),
-    Panel("Clip fractions", ("clip/*", "zero_var_frac"), "fraction"),
+    Panel("Reward", (mk.REWARD_MEAN, mk.reward_term("*"), mk.VAL_AVG_REWARD), "reward"),
+    Panel("Worst group vs average", mk.WORST_VS_AVERAGE_KEYS, "", also=mk.WORST_VS_AVERAGE_ALSO),
+    Panel("Loss", (mk.LOSS, mk.TRAIN_LOSS, mk.TRAIN_WORST_GROUP_LOSS), "loss"),
+    Panel("KL to reference", (mk.KL,), "KL"),
+    Panel("Entropy", (mk.ENTROPY,), "nats/token"),
+    Panel("Clip fractions", ("clip/*", mk.ZERO_VAR_FRAC), "fraction"),
     Panel("Completion lengths", ("completion/len_*",), "tokens"),
-    Panel("Truncated completions", ("completion/truncated_frac",), "fraction"),
-    Panel("Phase timings", ("time/*",), "seconds"),
-    Panel("Throughput", ("tokens_per_s",), "tokens/s"),
+    Panel("Truncated completions", (mk.COMPLETION_TRUNCATED_FRAC,), "fraction"),
+    Panel("Phase timings", (mk.phase_time("*"),), "seconds"),
+    Panel("Throughput", (mk.TOKENS_PER_S,), "tokens/s"),
     Panel("Memory", ("memory/*",), "MB"),
-    Panel("Optimizer", ("lr", "grad_norm", "margin/mean"), ""),
+    Panel("Optimizer", (mk.LR, mk.GRAD_NORM, mk.MARGIN_MEAN), ""),
     Panel("Comparison", ("compare/*",), "reward"),
 )
 
@@ -63,7 +64,8 @@ def assign_panels(keys: Sequence[str]) -> tuple[list[tuple[Panel, list[str]]], l
                 if k not in claimed and fnmatch.fnmatchcase(k, pattern):
                     mine.append(k)
                     claimed.add(k)
-        if mine:
+        if mine:  # only next to a worst-group key of its own: an average alone is the Reward panel's
+            mine += [k for k in panel.also if k in keys and k not in mine]
             placed.append((panel, mine))
     return placed, [k for k in sorted(keys) if k not in claimed]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from db.reads import DEFAULT_MAX_POINTS, Series, group_series, metric_series
 from db.session import Store
+from engine.metric_keys import CHART_GROUP_FIELDS  # what the run page charts (count is shown nowhere)
 
-# Group quantities the run page charts (count is shown nowhere, so it is not read).
-CHART_GROUP_FIELDS = ("weight", "reward_mean", "reward_std", "loss", "accuracy")
+__all__ = ["CHART_GROUP_FIELDS", "ChartCache", "refresh"]
 
 
 @dataclass

@@ -7,8 +7,10 @@
 
 1. Correctness guard: the same tokenized pairs (the studio's tokenization, fed to TRL through TRL's own
    ``DataCollatorForPreference``) and the same reference log-probs (perturbed away from the policy so the margin is
-   not zero) go through TRL's ``DPOTrainer._compute_loss`` and the studio's ``summed_logprobs`` -> ``per_pair_loss``
-   (micro-batched, coefficients 1/B as in engine.runs.preference). Loss and gradient norm must agree within the
+   not zero) go through TRL's ``DPOTrainer._compute_loss`` and the engine's own update path,
+   ``engine.runs.preference.update_pairs`` (``summed_logprobs`` -> ``per_pair_loss``, micro-batched, plain coefficients
+   1/B from ``pair_coefficients``; SGD at learning rate 0, so the gradient norm is read before anything moves).
+   Loss and gradient norm must agree within the
    stated tolerance for DPO (TRL "sigmoid") and TRL's length-normalised IPO (studio ipo_length_normalize=True).
 2. Side by side: TRL, the studio's DPO run and its GR-DPO run take strict turns, step by step, in one process, on
    the same model folder, the same pairs in the same order (the studio's seeded schedule; TRL reads them
@@ -120,7 +122,7 @@ def dpo_guard(model_path: str, device: str, *, seed: int = 0, pairs: int = 4, mi
     from engine.config import DPOConfig, IPOConfig
     from engine.data.registry import load_named
     from engine.models.loading import load_policy
-    from engine.runs.preference import per_pair_loss, summed_logprobs, tokenize_pairs
+    from engine.runs.preference import PairBatch, pair_coefficients, summed_logprobs, tokenize_pairs, update_pairs
     from engine.runs.train_common import micro_batches
 
     on_gpu = device.startswith("cuda")
@@ -149,14 +151,14 @@ def dpo_guard(model_path: str, device: str, *, seed: int = 0, pairs: int = 4, mi
     for name, cfg, trl_loss in cases:
         pol = load_policy(model_path, device=device, need_reference=False)
         pol.model.train()
-        loss_ours = 0.0
-        for a, e in micro_batches(b, micro_pairs):
-            pc, pr = summed_logprobs(pol.model, ids, idx[a:e], pad, device)
-            lp = per_pair_loss(cfg, pc, pr, ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])  # (b,)
-            loss = (lp / b).sum()  # plain DPO / IPO: coefficients 1/B (engine.runs.preference.pair_coefficients)
-            loss.backward()
-            loss_ours += float(loss.detach())
-        grad_ours = grad_norm(pol.trainable_parameters())
+        params = pol.trainable_parameters()
+        group_ids = torch.zeros(b, dtype=torch.long)
+        upd = update_pairs(cfg, pol.model, params, torch.optim.SGD(params, lr=0.0), ids,
+                           PairBatch(idx, group_ids, ref_c, ref_r, c_len, r_len),
+                           coefficients=lambda _: pair_coefficients("plain", group_ids, 1,
+                                                                    dataset_counts=torch.ones(1)),
+                           needs_losses=False, pad_id=pad, device=device, pairs_per_mb=micro_pairs, max_grad_norm=0.0)
+        loss_ours, grad_ours = upd.loss, upd.grad_norm
         del pol
 
         args = _trl_dpo_args(str(workdir / "trl-dpo-guard"), device=device, pairs=b, micro_pairs=micro_pairs,

@@ -8,8 +8,9 @@
 
 1. Correctness guard (before any timing): one identical batch (same prompt and completion token ids, same
    advantages, same old and reference log-probs, chosen so that clipping and the KL term are active) goes through
-   TRL's own ``GRPOTrainer._compute_loss`` and through the studio's update path (``padded_rows`` ->
-   ``forward_logprobs`` -> ``grpo_loss`` -> ``to_global_scale``, micro-batched as the engine does). The losses and
+   TRL's own ``GRPOTrainer._compute_loss`` and through the engine's own update path, ``engine.runs.grpo.update_policy``
+   on a ``TrainBatch`` (``forward_logprobs`` -> ``grpo_loss`` with the batch's normalizer, micro-batched, clip and
+   step; the step is SGD with learning rate 0 so the gradient norm is read before anything moves). The losses and
    gradient norms must agree within the stated tolerance for every matching pair of loss definitions
    (TRL "dapo" == studio "token_mean", "grpo" == "seq_mean", "dr_grpo" == "constant", and GSPO's sequence ratio).
 2. Side by side: both trainers are built in this one process on the same model folder, the same prompts in the
@@ -150,9 +151,9 @@ def grpo_guard(model_path: str, device: str, *, seed: int = 0, prompts: int = 2,
     import torch
     from trl import GRPOTrainer
 
-    from engine.algorithms.grpo import group_advantages, grpo_loss
+    from engine.algorithms.grpo import group_advantages
     from engine.models.loading import load_policy
-    from engine.runs.grpo import to_global_scale
+    from engine.runs.grpo import TrainBatch, sequence_coefficients, update_policy
     from engine.runs.train_common import forward_logprobs, micro_batches, padded_rows
 
     on_gpu = device.startswith("cuda")
@@ -198,27 +199,22 @@ def grpo_guard(model_path: str, device: str, *, seed: int = 0, prompts: int = 2,
         return out.to(device)
 
     old_e, ref_e = engine_layout(old), engine_layout(ref)
-    total_tokens = float(rows.target_mask.sum())
+    # plain GRPO's coefficients 1/B, as the engine forms them
+    batch = TrainBatch(rows, advantages, sequence_coefficients(torch.zeros(b, dtype=torch.long), 1, None),
+                       old_logp=old_e, ref_logp=ref_e)
     del policy
 
     results = []
     for (trl_loss, level), (ours_loss, ours_level) in (pairs or LOSS_PAIRS).items():
-        # --- studio: the update path of engine.runs.grpo.execute, micro-batched
+        # --- studio: engine.runs.grpo.execute's own update call
         pol = load_policy(model_path, device=device, need_reference=False)
         pol.model.train()
-        loss_ours = 0.0
-        for a, e in micro_batches(b, micro_batch):
-            mb = rows.slice(a, e)
-            t = mb.target_mask.shape[1]
-            logp, _ = forward_logprobs(pol.model, mb, device=device)
-            _, st = grpo_loss(logp, old_e[a:e, :t], advantages[a:e].to(device), mb.target_mask, ref_logp=ref_e[a:e, :t],
-                              beta=beta, eps_low=eps_low, eps_high=eps_high, ratio_level=ours_level,
-                              aggregation=ours_loss, max_len=completion_len)
-            per_seq = to_global_scale(st["per_sequence_loss"], mb.target_mask, ours_loss, b, total_tokens)
-            loss = per_seq.sum() / b  # plain GRPO: coefficients 1/B (engine.runs.grpo.sequence_coefficients)
-            loss.backward()
-            loss_ours += float(loss.detach())
-        grad_ours = grad_norm(pol.trainable_parameters())
+        params = pol.trainable_parameters()
+        upd = update_policy(pol.model, params, torch.optim.SGD(params, lr=0.0), batch, num_iterations=1,
+                            micro_batch_size=micro_batch, max_grad_norm=0.0, with_entropy=False, device=device,
+                            loss_kw=dict(beta=beta, eps_low=eps_low, eps_high=eps_high, ratio_level=ours_level,
+                                         aggregation=ours_loss, max_len=completion_len))
+        loss_ours, grad_ours = upd.loss, upd.grad_norm
         del pol
 
         # --- TRL: its own loss on the same tensors

@@ -19,13 +19,12 @@ from sqlalchemy import Integer, and_, cast, func, select
 from db.models import (Checkpoint, ComparisonOutput, Evaluation, Event, GroupStat, MetricPoint, Run, RunStatus, Sample,
                        utcnow)
 from db.session import Store
+from engine.metric_keys import GROUP_FIELDS, REWARD_KEYS, WORST_GROUP_KEYS
 
 DEFAULT_MAX_POINTS = 2000
-GROUP_FIELDS = ("weight", "loss", "reward_mean", "reward_std", "accuracy", "count")
-# Metric keys that stand for "the reward" and "the worst group" in the runs table, most specific first.
-REWARD_KEYS = ("reward/mean", "compare/reward_b", "val/avg_reward")
-WORST_GROUP_KEYS = ("reward/worst_group", "val/worst_group_loss", "loss/worst_group", "accuracy/min_group",
-                    "train/worst_group_loss")
+# Metric keys that stand for "the reward" and "the worst group" in the runs table, most specific first, and the
+# group fields: named in engine/metric_keys.py, the contract with the runners that write them.
+__all__ = ["GROUP_FIELDS", "REWARD_KEYS", "WORST_GROUP_KEYS"]
 
 
 @dataclass

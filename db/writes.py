@@ -15,8 +15,8 @@ from sqlalchemy import delete, insert
 from db.models import Checkpoint, ComparisonOutput, Evaluation, GroupStat, MetricPoint, Sample, utcnow
 from db.queue import check_lease
 from db.session import Store
-
-_GROUP_FIELDS = ("weight", "loss", "reward_mean", "reward_std", "accuracy", "count")
+from engine.metric_keys import GROUP_COUNT
+from engine.metric_keys import GROUP_FIELDS as _GROUP_FIELDS
 
 
 def _clean(v: Any) -> float | None:
@@ -36,7 +36,7 @@ def write_step(store: Store, run_id: int, step: int, metrics: Mapping[str, float
     group_rows = []
     for g in groups:
         row = {"run_id": run_id, "step": step, "group": str(g["group"])}
-        row.update({f: (_clean(g.get(f)) if f != "count" else g.get(f)) for f in _GROUP_FIELDS})
+        row.update({f: (_clean(g.get(f)) if f != GROUP_COUNT else g.get(f)) for f in _GROUP_FIELDS})
         extra = {k: _clean(v) for k, v in g.items() if k not in _GROUP_FIELDS and k != "group"}
         row["extra"] = extra or None
         group_rows.append(row)

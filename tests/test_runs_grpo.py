@@ -18,9 +18,9 @@ from tests.runs_fixtures import (
     sample_count,
 )
 
-STEP_KEYS = {"reward/mean", "reward/std", "kl", "entropy", "clip/low", "clip/high", "completion/len_mean",
-             "completion/len_max", "completion/truncated_frac", "zero_var_frac", "reward/nan_count", "lr",
-             "grad_norm", "loss", "time/sample", "time/reward", "time/logprobs", "time/update", "time/sync",
+STEP_KEYS = {"reward/mean", "reward/std", "reward/worst_group", "kl", "entropy", "clip/low", "clip/high",
+             "completion/len_mean", "completion/len_max", "completion/truncated_frac", "zero_var_frac",
+             "reward/nan_count", "lr", "grad_norm", "loss", "time/sample", "time/reward", "time/logprobs", "time/update", "time/sync",
              "time/step", "tokens_per_s", "memory/peak_mb"}
 
 
@@ -48,37 +48,80 @@ def test_batch_schedule_is_a_function_of_seed_and_step_and_balanced():
     assert sorted(epoch[:16]) == sorted(set(epoch[:16]))  # a permutation: no repeats within an epoch
 
 
-def test_micro_batched_weighted_loss_equals_full_batch_grpo_loss():
-    """sum over micro-batches of sum_i c_i * to_global_scale(l_i) == grpo_loss on the full batch, with equal
-    gradients, for every aggregation (plain GRPO: c_i = 1/B)."""
+def test_update_policy_micro_batched_equals_full_batch_grpo_loss(tiny_model_dir):
+    """The engine's one update path (update_policy on a TrainBatch, micro-batched, coefficients 1/B) gives the loss
+    and gradient of grpo_loss on the full batch, for every aggregation and both ratio levels."""
     import torch
 
     from engine.algorithms.grpo import grpo_loss
-    from engine.runs.grpo import sequence_coefficients, to_global_scale
+    from engine.models.loading import load_policy
+    from engine.runs.grpo import TrainBatch, sequence_coefficients, update_policy
+    from engine.runs.train_common import forward_logprobs, padded_rows
 
     torch.manual_seed(0)
-    b, t = 6, 7
+    pol = load_policy(str(tiny_model_dir), device="cpu", need_reference=False)
+    pol.model.train()
+    params = pol.trainable_parameters()
+    b = 6
+    prompts = [[11, 12, 13, 14]] * 3 + [[15, 16, 17]] * 3
+    completions = [torch.randint(20, 200, (n,)).tolist() for n in (5, 2, 4, 3, 5, 1)]
+    rows = padded_rows(prompts, completions, pol.tokenizer.pad_token_id)
+    mask = rows.target_mask
+    with torch.no_grad():
+        base, _ = forward_logprobs(pol.model, rows)
+    old = (base + 0.3 * torch.randn(base.shape)) * mask  # away from the policy: clipping and KL are active
+    ref = (base + 0.3 * torch.randn(base.shape)) * mask
+    adv = torch.randn(b)
+    batch = TrainBatch(rows, adv, sequence_coefficients(torch.zeros(b, dtype=torch.long), 1, None),
+                       old_logp=old, ref_logp=ref)
+
+    class Recorder(torch.optim.SGD):
+        """SGD at learning rate 0 that keeps the gradients it was asked to apply."""
+
+        def step(self, closure=None):
+            self.grads = [p.grad.clone() for p in params]
+            return super().step(closure)
+
+    for agg, level in (("seq_mean", "token"), ("constant", "token"), ("token_mean", "token"),
+                       ("token_mean", "sequence")):
+        kw = dict(beta=0.1, eps_low=0.2, eps_high=0.28, ratio_level=level, aggregation=agg, max_len=5)
+        pol.model.zero_grad(set_to_none=True)
+        logp, _ = forward_logprobs(pol.model, rows)
+        full, _ = grpo_loss(logp, old, adv, mask, ref_logp=ref, **kw)
+        full.backward()
+        full = float(full.detach())
+        want = [p.grad.clone() for p in params]
+        pol.model.zero_grad(set_to_none=True)
+        opt = Recorder(params, lr=0.0)
+        got = update_policy(pol.model, params, opt, batch, num_iterations=1, micro_batch_size=4, max_grad_norm=0.0,
+                            loss_kw=kw)
+        assert got.loss == pytest.approx(full, rel=1e-5, abs=1e-6), agg
+        assert got.grad_norm == pytest.approx(float(torch.stack([w.norm() for w in want]).norm()), rel=1e-4), agg
+        for g, w in zip(opt.grads, want):  # micro-batches run other kernels: float32 rounding, not a formula
+            assert float((g - w).norm()) <= 1e-4 * float(w.norm()) + 1e-7, agg
+
+
+def test_token_mean_normalizer_is_the_whole_batch_tokens_per_sequence():
+    """grpo_loss's normalizer: per-sequence token sums over the whole batch's tokens per sequence, so micro-batch
+    losses summed with coefficients 1/B equal the full-batch token mean; without it, the call's own batch."""
+    import torch
+
+    from engine.algorithms.grpo import grpo_loss
+
+    torch.manual_seed(1)
+    b, t = 5, 6
     mask = (torch.rand(b, t) > 0.3).float()
     mask[:, 0] = 1
-    old = torch.randn(b, t)
-    ref = torch.randn(b, t)
-    adv = torch.randn(b)
-    coeff = sequence_coefficients(torch.zeros(b, dtype=torch.long), 1, None)
-    for agg in ("seq_mean", "constant", "token_mean"):
-        kw = dict(beta=0.1, eps_low=0.2, eps_high=0.28, ratio_level="token", aggregation=agg, max_len=t)
-        logp_full = (old + 0.1 * torch.randn(b, t)).requires_grad_(True)
-        full, _ = grpo_loss(logp_full, old, adv, mask, ref_logp=ref, **kw)
-        full.backward()
-        logp_mb = logp_full.detach().clone().requires_grad_(True)
-        total = 0.0
-        for a, e in ((0, 4), (4, 6)):
-            _, st = grpo_loss(logp_mb[a:e], old[a:e], adv[a:e], mask[a:e], ref_logp=ref[a:e], **kw)
-            per = to_global_scale(st["per_sequence_loss"], mask[a:e], agg, b, float(mask.sum()))
-            part = (coeff[a:e] * per).sum()
-            part.backward()
-            total += float(part.detach())
-        assert total == pytest.approx(float(full), rel=1e-5, abs=1e-6), agg
-        assert torch.allclose(logp_mb.grad, logp_full.grad, atol=1e-6), agg
+    logp, old, ref, adv = torch.randn(b, t), torch.randn(b, t), torch.randn(b, t), torch.randn(b)
+    kw = dict(ref_logp=ref, beta=0.1, eps_low=0.2, eps_high=0.28, ratio_level="token", aggregation="token_mean")
+    full, st_full = grpo_loss(logp, old, adv, mask, **kw)
+    norm = float(mask.sum()) / b
+    parts = [grpo_loss(logp[a:e], old[a:e], adv[a:e], mask[a:e], normalizer=norm,
+                       **{**kw, "ref_logp": ref[a:e]})[1]["per_sequence_loss"] for a, e in ((0, 2), (2, 5))]
+    assert float(torch.cat(parts).sum() / b) == pytest.approx(float(full), rel=1e-6)
+    assert torch.allclose(torch.cat(parts), st_full["per_sequence_loss"], atol=1e-6)
+    with pytest.raises(ValueError, match="normalizer"):
+        grpo_loss(logp, old, adv, mask, normalizer=0.0, **kw)
 
 
 def test_sequence_coefficients_group_weighting():
@@ -113,9 +156,13 @@ def test_group_reward_stats_skip_nan():
 def test_grpo_run_in_process_writes_every_metric(store, tiny_model_dir):
     rid = run_in_process(store, grpo_config(str(tiny_model_dir), num_iterations=2, beta=0.04))
     metrics = metrics_by_step(store, rid)
-    assert sorted(metrics) == [1, 2]
+    assert sorted(metrics) == [0, 1, 2]
+    # step 0: the held-out evaluation before training, and nothing else
+    assert set(metrics.pop(0)) == {"val/avg_reward", "val/worst_group_reward"}
     for step, m in metrics.items():
         assert STEP_KEYS <= set(m), STEP_KEYS - set(m)
+        group_means = [v for k, v in m.items() if k.startswith("reward/group/") and v is not None]
+        assert m["reward/worst_group"] == pytest.approx(min(group_means))
         assert m["lr"] == pytest.approx(1e-4)
         assert m["grad_norm"] is not None and m["grad_norm"] > 0
         assert 0 < m["completion/len_mean"] <= 6 and m["completion/len_max"] <= 6
@@ -130,6 +177,10 @@ def test_grpo_run_in_process_writes_every_metric(store, tiny_model_dir):
     assert evals[0][2]["kl"] == pytest.approx(0.0, abs=1e-6)  # before training the policy IS the reference
     assert evals[1][2]["kl"] > 0
     assert {"reward/age", "reward/disability"} <= set(evals[0][2])  # per group (2 prompts: the first 2 groups)
+    for (_, step, ev) in evals:  # the held-out metrics of each evaluation are also that step's metrics
+        m = metrics_by_step(store, rid)[step]
+        assert m["val/avg_reward"] == pytest.approx(ev["reward/mean"])
+        assert m["val/worst_group_reward"] == pytest.approx(min(ev["reward/age"], ev["reward/disability"]))
 
 
 def test_ignore_eos_config_reaches_the_sampler_and_fixes_the_length(store, tiny_model_dir, monkeypatch):
@@ -178,6 +229,13 @@ def test_nan_and_empty_rewards_do_not_crash_and_are_counted(store, tiny_model_di
     assert m[2]["reward/mean"] is None  # NaN is stored as NULL: a gap, not a made-up number
     assert m[2]["zero_var_frac"] == 1.0 and m[2]["advantage/abs_mean"] == 0.0
     assert m[2]["loss"] is not None and math.isfinite(m[2]["loss"])
+    assert m[2]["reward/worst_group"] is None and m[1]["reward/worst_group"] is not None
+    # a group none of whose completions could be scored stays in the group table, with its completion count and
+    # its loss (the mean over its sequences, not over its finite rewards)
+    rows = group_rows(store, rid)
+    assert len(rows[2]) == len(rows[1]) == 2
+    for row in rows[2].values():
+        assert row["reward_mean"] is None and row["count"] == 2 and row["loss"] is not None
 
 
 def test_grpo_and_gr_grpo_through_the_worker(store, db_url, tiny_model_dir, tmp_path):

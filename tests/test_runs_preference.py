@@ -104,7 +104,10 @@ def test_gr_ipo_in_process_logs_groups_and_reuses_the_reference_cache(store, tin
                             eta=0.05, eval_prompts=3, eval_every=0, checkpoint_every=1)
     rid = run_in_process(store, cfg)
     m = metrics_by_step(store, rid)
-    assert sorted(m) == [1, 2]
+    assert sorted(m) == [0, 1, 2]
+    # the held-out bias reward of each evaluation is also a metric of its step (step 0: before training)
+    assert set(m[0]) == {"val/avg_reward", "val/worst_group_reward"}
+    assert m[2]["val/worst_group_reward"] <= m[2]["val/avg_reward"] + 1e-9
     for step in (1, 2):
         for key in ("loss", "loss/worst_group", "accuracy", "accuracy/min_group", "margin/mean", "grad_norm", "lr",
                     "time/reference", "time/update", "time/step", "tokens_per_s", "memory/peak_mb"):

@@ -151,6 +151,7 @@ def grpo_loss(
     ratio_level: RatioLevel,
     aggregation: Aggregation,
     max_len: int | None = None,
+    normalizer: "float | Tensor | None" = None,
 ) -> tuple["Tensor", dict[str, "Tensor"]]:
     """Clipped GRPO surrogate with optional k3 KL: returns (scalar loss, stats).
 
@@ -161,6 +162,11 @@ def grpo_loss(
     TRL's sequence-level form for every aggregation below.
     Aggregation: "seq_mean" mean over each sequence's tokens then over sequences (GRPO); "constant" token sum
     / (B * max_len) (Dr. GRPO; max_len defaults to T); "token_mean" token sum / number of tokens (DAPO).
+    ``normalizer`` (token_mean only): the completion tokens per sequence of the WHOLE batch the loss is averaged
+    over (its token count / its sequence count; default: this call's). A caller that splits a batch into
+    micro-batches passes the whole batch's, so each sequence's loss is its token sum over that and the
+    micro-batches' sum_i l_i / B adds up to the full batch's token mean (verl's agg_loss(..., batch_num_tokens),
+    TRL's num_items_in_batch). seq_mean and constant do not depend on other rows and ignore it.
     ``beta == 0`` never reads ``ref_logp`` (None allowed).
 
     stats (all detached, except "per_sequence_loss" which keeps its graph so that group-robust GRPO can weight
@@ -188,6 +194,8 @@ def grpo_loss(
         raise ValueError("beta > 0 needs ref_logp (the reference model's token log-probs); pass it or set beta=0.")
     if max_len is not None and max_len < 1:
         raise ValueError(f"max_len must be a positive token count, got {max_len}.")
+    if normalizer is not None and not float(normalizer) > 0:
+        raise ValueError(f"normalizer must be a positive tokens-per-sequence count, got {float(normalizer)}.")
 
     m = mask.to(logp.dtype)  # (B, T)
     on = m > 0
@@ -223,6 +231,9 @@ def grpo_loss(
         loss = per_seq.mean()
     elif aggregation == "constant":
         per_seq = token_sums / float(max_len if max_len is not None else t)
+        loss = per_seq.mean()
+    elif normalizer is not None:
+        per_seq = token_sums / normalizer
         loss = per_seq.mean()
     else:
         total = m.sum().clamp_min(1.0)

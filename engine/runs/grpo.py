@@ -2,8 +2,12 @@
 turn rewards into group-relative advantages, update the policy, sync the sampler, log one step.
 
 Phases of a step (each timed, each a metric): sample -> reward -> logprobs (reference, and the sampling
-policy's when mu > 1 or the robust signal needs loss values) -> update (mu optimiser steps, micro-batched)
--> sync (weights to the sampler) -> log (one transaction).
+policy's when mu > 1 or the robust signal needs loss values) -> weights (GR-GRPO's adversary step) -> update
+(``update_policy``: mu optimiser steps, micro-batched) -> sync (weights to the sampler) -> log (one transaction,
+with the held-out metrics at evaluation steps).
+
+``update_policy`` on a ``TrainBatch`` is the one update path: the engine, the TRL parity guard
+(bench/grpo_vs_trl.py) and tests/test_runs_grpo.py all call it.
 
 Group-robust GRPO (``gr_grpo``), why it is built this way
 ----------------------------------------------------------
@@ -30,12 +34,15 @@ step per batch of fresh samples); it is part of the checkpoint, so a resumed run
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine import metric_keys as mk
 from engine.runs.context import RunContext
 from engine.runs.train_common import (
     BatchSchedule,
     HeldoutSet,
+    PaddedRows,
     PhaseTimer,
     balanced_subset,
     batched_logprobs_no_grad,
@@ -44,6 +51,7 @@ from engine.runs.train_common import (
     eval_due,
     forward_logprobs,
     heldout_reward_eval,
+    heldout_val_metrics,
     load_training_policy,
     make_optimizer,
     micro_batches,
@@ -58,8 +66,97 @@ from engine.runs.train_common import (
 if TYPE_CHECKING:
     import torch
 
-# vLLM spaces per-prompt seeds by ~1e6 (engine.sampling.vllm_backend); 2**30 keeps seed + offsets in int32 range.
+# The vLLM backend turns a step's seed into per-prompt seeds seed * 1_000_003 + offset
+# (engine.sampling.vllm_backend._SEED_STRIDE); below 2**30 those stay under 2**50, well inside the 64-bit seeds
+# torch's and vLLM's generators take. (Changing the modulus would change every run's sampled batches.)
 _SEED_MOD = 2**30
+
+
+def loss_settings(cfg: Any) -> dict[str, Any]:
+    """grpo_loss's options from a run config (everything but the tensors and the normalizer)."""
+    return dict(beta=cfg.beta, eps_low=cfg.epsilon_low, eps_high=cfg.epsilon_high, ratio_level=cfg.ratio_level,
+                aggregation=cfg.loss_aggregation, max_len=cfg.max_new_tokens)
+
+
+@dataclass
+class TrainBatch:
+    """One step's completions as the policy update takes them (like tiny-grpo's Experience). Every per-row
+    tensor is in the same row order, the order of ``rows``; the loss is a sum over rows, so that order only
+    decides which rows share a micro-batch."""
+
+    rows: PaddedRows  # input_ids (B, L), attention_mask (B, L), target_mask (B, L-1): 1 on completion tokens
+    advantages: torch.Tensor  # (B,) float32
+    coeffs: torch.Tensor  # (B,) c_i, loss = sum_i c_i * l_i: 1/B for plain GRPO (sequence_coefficients)
+    old_logp: torch.Tensor | None = None  # (B, L-1) sampling policy; None: mu = 1, the detached current log-probs
+    ref_logp: torch.Tensor | None = None  # (B, L-1) reference model; None when beta = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_tokens(self) -> float:
+        return float(self.rows.target_mask.sum())
+
+    @property
+    def normalizer(self) -> float:
+        """grpo_loss's ``normalizer``: the whole batch's completion tokens per sequence, so that token_mean over
+        micro-batches divides by the batch's token count (TRL's num_items_in_batch) and not each micro-batch's."""
+        return max(self.num_tokens, 1.0) / max(len(self), 1)
+
+
+@dataclass
+class UpdateResult:
+    loss: float  # the last inner update's objective sum_i c_i * l_i
+    grad_norm: float  # pre-clip gradient norm of the last optimiser step
+    per_sequence_loss: torch.Tensor  # (B,) l_i of the last inner update, rows in TrainBatch order, on the CPU
+    token_stats: dict[str, float]  # kl, clip_low, clip_high, clip, ratio_mean: completion-token-weighted sums
+    entropy_sum: float  # per-token entropy summed over the completion tokens (first inner update)
+
+
+STAT_KEYS = ("kl", "clip_low", "clip_high", "clip", "ratio_mean")
+
+
+def update_policy(model: Any, params: list[Any], optimizer: Any, batch: TrainBatch, *, num_iterations: int,
+                  micro_batch_size: int, max_grad_norm: float, loss_kw: dict[str, Any], temperature: float = 1.0,
+                  device: str = "cpu", with_entropy: bool = True) -> UpdateResult:
+    """``num_iterations`` optimiser steps on one batch, each accumulating the gradient of sum_i c_i * l_i over
+    micro-batches of ``micro_batch_size`` rows (equal to the full-batch loss for every aggregation: the
+    normalizer is the whole batch's), then clipping and stepping. ``loss_kw``: ``loss_settings(cfg)``."""
+    import torch
+
+    from engine.algorithms.grpo import grpo_loss
+
+    n = len(batch)
+    coeffs = batch.coeffs.to(device)
+    stats = dict.fromkeys(STAT_KEYS, 0.0)
+    entropy_sum, loss_value, grad_norm = 0.0, 0.0, 0.0
+    per_seq_values = torch.zeros(n)
+    for it in range(num_iterations):
+        first, last = it == 0, it == num_iterations - 1
+        loss_it = 0.0
+        for a, b in micro_batches(n, micro_batch_size):
+            mb = batch.rows.slice(a, b)
+            t = mb.target_mask.shape[1]
+            logp, ent = forward_logprobs(model, mb, temperature=temperature, with_entropy=first and with_entropy,
+                                         device=device)
+            old = batch.old_logp[a:b, :t] if batch.old_logp is not None else logp.detach()
+            ref_mb = batch.ref_logp[a:b, :t] if batch.ref_logp is not None else None
+            _, st = grpo_loss(logp, old, batch.advantages[a:b].to(device), mb.target_mask, ref_logp=ref_mb,
+                              normalizer=batch.normalizer, **loss_kw)
+            per_seq = st["per_sequence_loss"]
+            loss = (coeffs[a:b] * per_seq).sum()
+            loss.backward()
+            loss_it += float(loss.detach())
+            if last:
+                tok = float(mb.target_mask.sum())
+                per_seq_values[a:b] = per_seq.detach().float().cpu()
+                for key in stats:
+                    stats[key] += float(st[key]) * tok
+            if first and ent is not None:
+                entropy_sum += float((ent * mb.target_mask).sum())
+        grad_norm = clip_and_step(params, optimizer, max_grad_norm)
+        loss_value = loss_it
+    return UpdateResult(loss_value, grad_norm, per_seq_values, stats, entropy_sum)
 
 
 def sequence_coefficients(group_ids: torch.Tensor, num_groups: int, weights: torch.Tensor | None) -> torch.Tensor:
@@ -78,17 +175,6 @@ def sequence_coefficients(group_ids: torch.Tensor, num_groups: int, weights: tor
     w = torch.where(present, weights.float(), torch.zeros_like(weights.float()))
     w = w / w.sum().clamp_min(1e-12)
     return (w / counts.clamp_min(1.0))[group_ids]  # (B,)
-
-
-def to_global_scale(per_seq: torch.Tensor, mask: torch.Tensor, aggregation: str, batch_size: int,
-                    total_tokens: float) -> torch.Tensor:
-    """Rescale a micro-batch's ``per_sequence_loss`` (grpo_loss scales token_mean by the micro-batch's own token
-    count) so that ``mean`` over the FULL batch equals grpo_loss on the full batch. (b,) -> (b,)"""
-    if aggregation != "token_mean":
-        return per_seq  # seq_mean and constant (with a fixed max_len) do not depend on the other rows
-    b = per_seq.shape[0]
-    token_sums = per_seq * (mask.sum().clamp_min(1.0) / b)
-    return token_sums * (batch_size / max(total_tokens, 1.0))
 
 
 def group_reward_stats(rewards: torch.Tensor, group_ids: torch.Tensor, num_groups: int
@@ -137,7 +223,7 @@ def _heldout(cfg: Any) -> HeldoutSet:
 def execute(ctx: RunContext) -> None:
     import torch
 
-    from engine.algorithms.group_robust import GroupWeightState, mixed_weights, update_group_weights
+    from engine.algorithms.group_robust import GroupWeightState, group_losses, mixed_weights, update_group_weights
     from engine.algorithms.grpo import group_advantages, grpo_loss
     from engine.data.quality import load_training_rows
     from engine.rewards.base import build_reward
@@ -175,15 +261,21 @@ def execute(ctx: RunContext) -> None:
         save_train_state(ctx, step, policy, optimizer, scheduler,
                          extra={"group_weights": GroupWeightState.from_tensor(alpha).to_dict()})
 
-    def evaluate(step: int) -> None:
-        if eval_due(step, cfg) and heldout.prompts:
-            metrics = heldout_reward_eval(policy, sampler, reward, heldout, max_new_tokens=cfg.max_new_tokens,
-                                          micro_batch_size=cfg.micro_batch_size)
-            record_heldout(ctx, step, metrics, heldout)
+    def evaluate(step: int) -> dict[str, float]:
+        """Held-out evaluation when due: recorded in the evaluations table; returns the val/* metrics."""
+        if not (eval_due(step, cfg) and heldout.prompts):
+            return {}
+        metrics = heldout_reward_eval(policy, sampler, reward, heldout, max_new_tokens=cfg.max_new_tokens,
+                                      micro_batch_size=cfg.micro_batch_size)
+        record_heldout(ctx, step, metrics, heldout)
+        return heldout_val_metrics(metrics, heldout)
 
+    loss_kw = loss_settings(cfg)
     try:
         if start == 0:
-            evaluate(0)
+            val = evaluate(0)
+            if val:
+                ctx.log_step(0, val)  # the before-training point of the held-out curves
         for step in range(start + 1, cfg.max_steps + 1):
             timer = PhaseTimer(device)
             reset_peak_memory(device)
@@ -217,7 +309,6 @@ def execute(ctx: RunContext) -> None:
                 adv_o, gid_o = advantages[perm], group_ids[perm]  # (B,) in row order
                 padded = padded_rows([batch.prompt_ids[i] for i in order], [batch.completion_ids[i] for i in order],
                                      pad_id, device=device)
-                total_tokens = float(padded.target_mask.sum())
                 with timer.phase("logprobs"):
                     ref_logp = None
                     if cfg.beta > 0:
@@ -229,86 +320,63 @@ def execute(ctx: RunContext) -> None:
                                                          temperature=cfg.temperature, device=device)
                                 if need_old else None)
 
-                loss_kw = dict(beta=cfg.beta, eps_low=cfg.epsilon_low, eps_high=cfg.epsilon_high,
-                               ratio_level=cfg.ratio_level, aggregation=cfg.loss_aggregation,
-                               max_len=cfg.max_new_tokens)
                 group_loss_signal = None
                 if robust:
-                    if cfg.robust_signal == "reward_shortfall":
-                        means, _, counts = group_reward_stats(rewards, group_ids, k)
-                        group_loss_signal = torch.where(counts > 0, 1.0 - means, torch.zeros_like(means))
-                        present = counts > 0
-                    else:
-                        with torch.no_grad():
-                            _, st = grpo_loss(old_logp, old_logp, adv_o.to(device), padded.target_mask,
-                                              ref_logp=ref_logp, **loss_kw)
-                        from engine.algorithms.group_robust import group_losses
-
-                        group_loss_signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), gid_o, k)
-                        present = counts > 0
-                    alpha = update_group_weights(alpha, group_loss_signal.float(), cfg.eta, chi=cfg.chi,
-                                                 present=present)
-                    coeffs = sequence_coefficients(gid_o, k, mixed_weights(alpha, cfg.chi))
+                    with timer.phase("weights"):  # all of GR-GRPO's own cost lands in this phase
+                        if cfg.robust_signal == "reward_shortfall":
+                            means, _, counts = group_reward_stats(rewards, group_ids, k)
+                            group_loss_signal = torch.where(counts > 0, 1.0 - means, torch.zeros_like(means))
+                            present = counts > 0
+                        else:
+                            with torch.no_grad():
+                                _, st = grpo_loss(old_logp, old_logp, adv_o.to(device), padded.target_mask,
+                                                  ref_logp=ref_logp, **loss_kw)
+                            group_loss_signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), gid_o, k)
+                            present = counts > 0
+                        alpha = update_group_weights(alpha, group_loss_signal.float(), cfg.eta, chi=cfg.chi,
+                                                     present=present)
+                        coeffs = sequence_coefficients(gid_o, k, mixed_weights(alpha, cfg.chi))
                 else:
                     coeffs = sequence_coefficients(gid_o, k, None)
-                coeffs = coeffs.to(device)
+                train_batch = TrainBatch(padded, adv_o, coeffs, old_logp=old_logp, ref_logp=ref_logp)
 
-                stats_acc = {"kl": 0.0, "clip_low": 0.0, "clip_high": 0.0, "clip": 0.0, "ratio_mean": 0.0}
-                entropy_sum, loss_value, grad_norm = 0.0, 0.0, 0.0
-                per_seq_values = torch.zeros(n_seq)
                 with timer.phase("update"):
-                    for it in range(cfg.num_iterations):
-                        first = it == 0
-                        loss_it = 0.0
-                        for a, b in micro_batches(n_seq, cfg.micro_batch_size):
-                            mb = padded.slice(a, b)
-                            t = mb.target_mask.shape[1]
-                            logp, ent = forward_logprobs(policy.model, mb, temperature=cfg.temperature,
-                                                         with_entropy=first, device=device)
-                            old = old_logp[a:b, :t] if old_logp is not None else logp.detach()
-                            ref_mb = ref_logp[a:b, :t] if ref_logp is not None else None
-                            _, st = grpo_loss(logp, old, adv_o[a:b].to(device), mb.target_mask,
-                                              ref_logp=ref_mb, **loss_kw)
-                            per_seq = to_global_scale(st["per_sequence_loss"], mb.target_mask, cfg.loss_aggregation,
-                                                      n_seq, total_tokens)
-                            loss = (coeffs[a:b] * per_seq).sum()
-                            loss.backward()
-                            loss_it += float(loss.detach())
-                            tok = float(mb.target_mask.sum())
-                            if it == cfg.num_iterations - 1:
-                                per_seq_values[perm[a:b]] = per_seq.detach().float().cpu()  # batch order
-                                for key in stats_acc:
-                                    stats_acc[key] += float(st[key]) * tok
-                            if first and ent is not None:
-                                entropy_sum += float((ent * mb.target_mask).sum())
-                        grad_norm = clip_and_step(params, optimizer, cfg.max_grad_norm)
-                        loss_value = loss_it
+                    upd = update_policy(policy.model, params, optimizer, train_batch,
+                                        num_iterations=cfg.num_iterations, micro_batch_size=cfg.micro_batch_size,
+                                        max_grad_norm=cfg.max_grad_norm, loss_kw=loss_kw,
+                                        temperature=cfg.temperature, device=device)
                     lr = scheduler.get_last_lr()[0]
                     scheduler.step()
                 with timer.phase("sync"):
                     sampler.sync_weights(policy.model)
 
-            metrics = _step_metrics(cfg, rewards, scored, adv_out, batch, total_tokens, stats_acc, entropy_sum,
-                                    loss_value, grad_norm, lr, timer, device)
+            per_seq_values = torch.zeros(n_seq)
+            per_seq_values[perm] = upd.per_sequence_loss  # back to batch order
+            metrics = _step_metrics(cfg, rewards, scored, adv_out, batch, train_batch.num_tokens, upd, lr, timer,
+                                    device)
             means, stds, counts = group_reward_stats(rewards, group_ids, k)
-            loss_g = torch.zeros(k).index_add(0, group_ids, per_seq_values) / counts.float().clamp_min(1.0)
+            seqs = torch.zeros(k).index_add(0, group_ids, torch.ones(n_seq))  # (K,) sequences per group
+            loss_g = torch.zeros(k).index_add(0, group_ids, per_seq_values) / seqs.clamp_min(1.0)
+            finite = counts > 0
+            metrics[mk.REWARD_WORST_GROUP] = float(means[finite].min()) if bool(finite.any()) else float("nan")
             groups = []
             for g, i in gid.items():
-                if counts[i] == 0 and not robust:
+                if seqs[i] == 0 and not robust:  # a group with completions is kept even when none could be scored
                     continue
-                row = {"group": g, "reward_mean": float(means[i]), "reward_std": float(stds[i]),
-                       "count": int((group_ids == i).sum()),
-                       "loss": float(loss_g[i]) if counts[i] > 0 else None,
-                       "weight": float(alpha[i]) if robust else None}
+                row = {mk.GROUP_REWARD_MEAN: float(means[i]), mk.GROUP_REWARD_STD: float(stds[i]),
+                       mk.GROUP_COUNT: int(seqs[i]),
+                       mk.GROUP_LOSS: float(loss_g[i]) if seqs[i] > 0 else None,
+                       mk.GROUP_WEIGHT: float(alpha[i]) if robust else None}
                 if robust and group_loss_signal is not None:
                     row["signal"] = float(group_loss_signal[i])
-                groups.append(row)
-                metrics[f"reward/group/{g}/mean"] = float(means[i])
+                groups.append({"group": g, **row})
+                metrics[mk.group_reward(g)] = float(means[i])
                 if robust:
-                    metrics[f"weight/{g}"] = float(alpha[i])
+                    metrics[mk.group_weight(g)] = float(alpha[i])
             samples = _samples(cfg.samples_logged, g_size, seq_rows, batch.texts, rewards, scored, advantages)
+            # evaluated before the step is logged, so its val/* metrics go into the step's one transaction
+            metrics.update(evaluate(step))
             ctx.log_step(step, metrics, groups, samples)
-            evaluate(step)
             saved = ctx.checkpoint_due(step)
             if saved:
                 save(step)
@@ -324,38 +392,38 @@ def execute(ctx: RunContext) -> None:
 
 
 def _step_metrics(cfg: Any, rewards: torch.Tensor, scored: Any, adv_out: Any, batch: Any, total_tokens: float,
-                  stats_acc: dict[str, float], entropy_sum: float, loss_value: float, grad_norm: float, lr: float,
-                  timer: PhaseTimer, device: str) -> dict[str, float]:
+                  upd: UpdateResult, lr: float, timer: PhaseTimer, device: str) -> dict[str, float]:
     import torch
 
     lengths = [len(c) for c in batch.completion_ids]
     tok = max(total_tokens, 1.0)
+    stats = upd.token_stats
     m: dict[str, float] = {
-        "reward/mean": _nanmean(rewards),
-        "reward/std": _nanstd(rewards),
-        "reward/nan_count": float(adv_out.num_missing),
+        mk.REWARD_MEAN: _nanmean(rewards),
+        mk.REWARD_STD: _nanstd(rewards),
+        mk.REWARD_NAN_COUNT: float(adv_out.num_missing),
         "advantage/abs_mean": float(adv_out.advantages.abs().mean()),
-        "zero_var_frac": float(adv_out.zero_variance.float().mean()),
-        "kl": stats_acc["kl"] / tok,
-        "clip/low": stats_acc["clip_low"] / tok,
-        "clip/high": stats_acc["clip_high"] / tok,
-        "clip/total": stats_acc["clip"] / tok,
-        "ratio/mean": stats_acc["ratio_mean"] / tok,
-        "entropy": entropy_sum / tok,
-        "completion/len_mean": sum(lengths) / max(len(lengths), 1),
-        "completion/len_max": float(max(lengths, default=0)),
-        "completion/truncated_frac": sum(batch.truncated) / max(len(batch.truncated), 1),
+        mk.ZERO_VAR_FRAC: float(adv_out.zero_variance.float().mean()),
+        mk.KL: stats["kl"] / tok,
+        mk.CLIP_LOW: stats["clip_low"] / tok,
+        mk.CLIP_HIGH: stats["clip_high"] / tok,
+        mk.CLIP_TOTAL: stats["clip"] / tok,
+        "ratio/mean": stats["ratio_mean"] / tok,
+        mk.ENTROPY: upd.entropy_sum / tok,
+        mk.COMPLETION_LEN_MEAN: sum(lengths) / max(len(lengths), 1),
+        mk.COMPLETION_LEN_MAX: float(max(lengths, default=0)),
+        mk.COMPLETION_TRUNCATED_FRAC: sum(batch.truncated) / max(len(batch.truncated), 1),
         "completion/empty_frac": sum(1 for n in lengths if n == 0) / max(len(lengths), 1),
-        "loss": loss_value,
-        "lr": lr,
-        "grad_norm": grad_norm,
-        "memory/peak_mb": peak_memory_mb(device),
+        mk.LOSS: upd.loss,
+        mk.LR: lr,
+        mk.GRAD_NORM: upd.grad_norm,
+        mk.MEMORY_PEAK_MB: peak_memory_mb(device),
     }
     for name, vals in scored.per_function.items():
-        m[f"reward/{name}/mean"] = _nanmean(torch.tensor(vals, dtype=torch.float32))
+        m[mk.reward_term(name)] = _nanmean(torch.tensor(vals, dtype=torch.float32))
     m.update(timer.metrics())
     step_time = timer.times.get("step", float("nan"))
-    m["tokens_per_s"] = sum(lengths) / step_time if step_time > 0 else float("nan")
+    m[mk.TOKENS_PER_S] = sum(lengths) / step_time if step_time > 0 else float("nan")
     sample_time = timer.times.get("sample", 0.0)
     m["sample/tokens_per_s"] = sum(lengths) / sample_time if sample_time > 0 else float("nan")
     return m

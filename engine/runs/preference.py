@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import metric_keys as mk
 from engine.runs.context import RunContext
 from engine.runs.train_common import (
     BatchSchedule,
@@ -38,6 +40,7 @@ from engine.runs.train_common import (
     eval_due,
     forward_logprobs,
     heldout_reward_eval,
+    heldout_val_metrics,
     load_training_policy,
     make_optimizer,
     micro_batches,
@@ -205,6 +208,79 @@ def pair_coefficients(variant: str, group_ids: torch.Tensor, num_groups: int, *,
     return (mixed.float() / counts.clamp_min(1.0))[group_ids]
 
 
+@dataclass
+class PairBatch:
+    """One step's pairs as the policy update takes them; every tensor is per pair, in ``idx`` order."""
+
+    idx: list[int]  # (B,) pair indices into the TokenizedPairs
+    group_ids: torch.Tensor  # (B,) long
+    ref_chosen: torch.Tensor  # (B,) summed reference log-probs of the chosen answers (on the device)
+    ref_rejected: torch.Tensor  # (B,) and of the rejected ones
+    chosen_len: torch.Tensor  # (B,) answer token counts (IPO's length normalisation)
+    rejected_len: torch.Tensor  # (B,)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+
+@dataclass
+class PairUpdate:
+    loss: float  # the objective sum_i c_i * loss_i
+    grad_norm: float  # pre-clip gradient norm
+    policy_chosen: torch.Tensor  # (B,) summed policy log-probs before the step, on the CPU
+    policy_rejected: torch.Tensor  # (B,)
+    losses: torch.Tensor  # (B,) per-pair losses
+    coeffs: torch.Tensor  # (B,) the c_i used
+
+
+def update_pairs(cfg: Any, model: Any, params: list[Any], optimizer: Any, tok: TokenizedPairs, batch: PairBatch, *,
+                 coefficients: Callable[[torch.Tensor | None], torch.Tensor], needs_losses: bool, pad_id: int,
+                 device: str, pairs_per_mb: int, max_grad_norm: float, timer: PhaseTimer | None = None
+                 ) -> PairUpdate:
+    """One optimiser step on sum_i c_i * loss_i, micro-batched. ``coefficients(values)`` gives the (B,) c_i
+    once, before any gradient: with ``needs_losses`` it gets every pair's detached loss (group-robust weights),
+    from a no-grad pre-pass when the batch spans more than one micro-batch ("weights" phase), else from the
+    one gradient pass; otherwise it gets None. With a ``timer``, the gradient pass and the step are its
+    "update" phase (the pre-pass is not)."""
+    import contextlib
+
+    import torch
+
+    def phase(name: str) -> contextlib.AbstractContextManager:
+        return timer.phase(name) if timer is not None else contextlib.nullcontext()
+
+    b, idx = len(batch), batch.idx
+    mbs = list(micro_batches(b, pairs_per_mb))
+
+    def losses_of(m: Any, a: int, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pc, pr = summed_logprobs(m, tok, idx[a:e], pad_id, device)
+        return per_pair_loss(cfg, pc, pr, batch.ref_chosen[a:e], batch.ref_rejected[a:e], batch.chosen_len[a:e],
+                             batch.rejected_len[a:e]), pc, pr  # (b,) x3
+
+    vals = None  # one micro-batch: the pair losses come with the gradient pass below
+    if needs_losses and len(mbs) > 1:
+        # the robust coefficients need every pair's loss before any gradient (ARCHITECTURE.md)
+        with phase("weights"), torch.no_grad():
+            vals = torch.cat([losses_of(model, a, e)[0] for a, e in mbs]).float().cpu()
+    coeffs = None if needs_losses else coefficients(None)
+    pol_c, pol_r, losses = torch.zeros(b), torch.zeros(b), torch.zeros(b)
+    loss_value = 0.0
+    with phase("update"):
+        for a, e in mbs:
+            lp, pc, pr = losses_of(model, a, e)
+            if coeffs is None:
+                with phase("weights"):  # all of GR's own cost lands in this phase
+                    coeffs = coefficients(vals if vals is not None else lp.detach().float().cpu())
+            loss = (coeffs[a:e].to(device) * lp).sum()
+            loss.backward()
+            loss_value += float(loss.detach())
+            pol_c[a:e] = pc.detach().float().cpu()
+            pol_r[a:e] = pr.detach().float().cpu()
+            losses[a:e] = lp.detach().float().cpu()
+        grad_norm = clip_and_step(params, optimizer, max_grad_norm)
+    return PairUpdate(loss_value, grad_norm, pol_c, pol_r, losses, coeffs)
+
+
 def group_shares(coeffs: torch.Tensor, group_ids: torch.Tensor, num_groups: int) -> torch.Tensor:
     """Each group's share of this step's objective, sum of its pairs' c_i: (B,) -> (K,)."""
     import torch
@@ -277,10 +353,12 @@ def execute(ctx: RunContext) -> None:
                          f"{cfg.dataset}:eval:{len(heldout_pairs)}")
     sampler = reward = None
 
-    def evaluate(step: int) -> None:
+    def evaluate(step: int) -> dict[str, float]:
+        """Held-out evaluations when due, recorded in the evaluations table; returns the val/* step metrics
+        (empty without the bias reward model)."""
         nonlocal sampler, reward
         if not eval_due(step, cfg) or not heldout_pairs:
-            return
+            return {}
         ctx.record_evaluation("heldout_preference", _heldout_preference(cfg, policy, held_tok, held_ref,
                                                                         heldout_pairs, pairs_per_mb),
                               model=cfg.model, dataset_version=heldout.dataset_version, step=step)
@@ -299,10 +377,11 @@ def execute(ctx: RunContext) -> None:
             # generate only at evaluations, where vLLM's start-up would dominate.
             sampler = make_sampler("hf", policy.model_path, policy) if reward else None
         if not reward:
-            return
-        record_heldout(ctx, step, heldout_reward_eval(policy, sampler, reward, heldout,
-                                                      max_new_tokens=EVAL_MAX_NEW_TOKENS,
-                                                      micro_batch_size=cfg.micro_batch_size), heldout)
+            return {}
+        metrics = heldout_reward_eval(policy, sampler, reward, heldout, max_new_tokens=EVAL_MAX_NEW_TOKENS,
+                                      micro_batch_size=cfg.micro_batch_size)
+        record_heldout(ctx, step, metrics, heldout)
+        return heldout_val_metrics(metrics, heldout)
 
     def save(step: int) -> None:
         ref_cache.save(cache_path)
@@ -311,7 +390,9 @@ def execute(ctx: RunContext) -> None:
 
     try:
         if start == 0:
-            evaluate(0)
+            val = evaluate(0)
+            if val:
+                ctx.log_step(0, val)  # the before-training point of the held-out curves
         for step in range(start + 1, cfg.max_steps + 1):
             timer = PhaseTimer(device)
             reset_peak_memory(device)
@@ -324,47 +405,26 @@ def execute(ctx: RunContext) -> None:
                 ref_c, ref_r = ref_cache.get(idx, device)  # (B,), (B,)
                 c_len = torch.tensor([len(tok.chosen[i]) for i in idx], device=device)
                 r_len = torch.tensor([len(tok.rejected[i]) for i in idx], device=device)
-                mbs = list(micro_batches(b, pairs_per_mb))
+                pair_batch = PairBatch(idx, group_ids, ref_c, ref_r, c_len, r_len)
 
-                vals = None  # one micro-batch: the pair losses come with the gradient pass below
-                if variant == "gr" and len(mbs) > 1:
-                    # the robust coefficients need every pair's loss before any gradient (ARCHITECTURE.md)
-                    with timer.phase("weights"), torch.no_grad():
-                        vals = torch.cat([per_pair_loss(cfg, *summed_logprobs(policy.model, tok, idx[a:e], pad_id,
-                                                                              device),
-                                                        ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])
-                                          for a, e in mbs]).float().cpu()
-                mixed = None
-                pol_c = torch.zeros(b)
-                pol_r = torch.zeros(b)
-                losses = torch.zeros(b)
-                loss_value = 0.0
-                with timer.phase("update"):
-                    for a, e in mbs:
-                        pc, pr = summed_logprobs(policy.model, tok, idx[a:e], pad_id, device)
-                        lp = per_pair_loss(cfg, pc, pr, ref_c[a:e], ref_r[a:e], c_len[a:e], r_len[a:e])  # (b,)
-                        if variant == "gr":
-                            if mixed is None:
-                                with timer.phase("weights"):  # all of GR's own cost lands in this phase
-                                    v = vals if vals is not None else lp.detach().float().cpu()
-                                    group_loss_before, counts = group_losses(v, group_ids, k)
-                                    alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
-                                                                 scale=paper_scale(dataset_counts) * counts,
-                                                                 present=counts > 0)
-                                    mixed = mixed_weights(alpha, cfg.chi)
-                            coeffs = pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts, mixed=mixed)
-                        else:
-                            coeffs = pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts,
-                                                       sampling=cfg.group_sampling)
-                        loss = (coeffs[a:e].to(device) * lp).sum()
-                        loss.backward()
-                        loss_value += float(loss.detach())
-                        pol_c[a:e] = pc.detach().float().cpu()
-                        pol_r[a:e] = pr.detach().float().cpu()
-                        losses[a:e] = lp.detach().float().cpu()
-                    grad_norm = clip_and_step(params, optimizer, cfg.max_grad_norm)
-                    lr = scheduler.get_last_lr()[0]
-                    scheduler.step()
+                def coefficients(values: torch.Tensor | None) -> torch.Tensor:
+                    nonlocal alpha
+                    if variant != "gr":
+                        return pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts,
+                                                 sampling=cfg.group_sampling)
+                    group_loss_before, counts = group_losses(values, group_ids, k)
+                    alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
+                                                 scale=paper_scale(dataset_counts) * counts, present=counts > 0)
+                    return pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts,
+                                             mixed=mixed_weights(alpha, cfg.chi))
+
+                upd = update_pairs(cfg, policy.model, params, optimizer, tok, pair_batch, coefficients=coefficients,
+                                   needs_losses=variant == "gr", pad_id=pad_id, device=device,
+                                   pairs_per_mb=pairs_per_mb, max_grad_norm=cfg.max_grad_norm, timer=timer)
+                lr = scheduler.get_last_lr()[0]
+                scheduler.step()
+            pol_c, pol_r, losses, coeffs = upd.policy_chosen, upd.policy_rejected, upd.losses, upd.coeffs
+            grad_norm, loss_value = upd.grad_norm, upd.loss
 
             rc, rr = ref_c.float().cpu(), ref_r.float().cpu()
             margin = preference_margin(pol_c, pol_r, rc, rr)  # (B,)
@@ -377,37 +437,38 @@ def execute(ctx: RunContext) -> None:
             # IS logs what its weighting does: each group's share of this step's objective (1/K in expectation)
             weights = alpha if variant == "gr" else group_shares(coeffs, group_ids, k) if variant == "is" else None
             metrics: dict[str, float] = {
-                "loss": loss_value,
-                "loss/mean": float(losses.mean()),
-                "loss/worst_group": float(g_loss[present].max()),
-                "accuracy": float(correct.mean()),
-                "accuracy/min_group": float(g_acc[present].min()),
-                "margin/mean": float(margin.mean()),
+                mk.LOSS: loss_value,
+                mk.LOSS_MEAN: float(losses.mean()),
+                mk.LOSS_WORST_GROUP: float(g_loss[present].max()),
+                mk.ACCURACY: float(correct.mean()),
+                mk.ACCURACY_MIN_GROUP: float(g_acc[present].min()),
+                mk.MARGIN_MEAN: float(margin.mean()),
                 "reward/chosen": float(ch_reward.mean()),
                 "reward/rejected": float(rj_reward.mean()),
                 "logp/chosen": float(pol_c.mean()),
                 "logp/rejected": float(pol_r.mean()),
-                "grad_norm": grad_norm,
-                "lr": lr,
-                "memory/peak_mb": peak_memory_mb(device),
+                mk.GRAD_NORM: grad_norm,
+                mk.LR: lr,
+                mk.MEMORY_PEAK_MB: peak_memory_mb(device),
             }
             metrics.update(timer.metrics())
             n_tokens = sum(len(tok.prompt[i]) * 2 + len(tok.chosen[i]) + len(tok.rejected[i]) for i in idx)
-            metrics["tokens_per_s"] = n_tokens / timer.times["step"]
+            metrics[mk.TOKENS_PER_S] = n_tokens / timer.times["step"]
             groups = []
             for g, i in gid.items():
                 if weights is not None:
-                    metrics[f"weight/{g}"] = float(weights[i])
+                    metrics[mk.group_weight(g)] = float(weights[i])
                 if not present[i] and weights is None:
                     continue
-                row = {"group": g, "count": int(counts[i]),
-                       "weight": float(weights[i]) if weights is not None else None,
-                       "loss": float(g_loss[i]) if present[i] else None,
-                       "accuracy": float(g_acc[i]) if present[i] else None,
+                row = {"group": g, mk.GROUP_COUNT: int(counts[i]),
+                       mk.GROUP_WEIGHT: float(weights[i]) if weights is not None else None,
+                       mk.GROUP_LOSS: float(g_loss[i]) if present[i] else None,
+                       mk.GROUP_ACCURACY: float(g_acc[i]) if present[i] else None,
                        "margin": float(g_margin[i]) if present[i] else None}
                 groups.append(row)
+            # evaluated before the step is logged, so its val/* metrics go into the step's one transaction
+            metrics.update(evaluate(step))
             ctx.log_step(step, metrics, groups)
-            evaluate(step)
             saved = ctx.checkpoint_due(step)
             if saved:
                 save(step)

@@ -712,6 +712,14 @@ def record_heldout(ctx: RunContext, step: int, metrics: dict[str, float], heldou
                               step=step)
 
 
-def mean_or_nan(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+def heldout_val_metrics(metrics: dict[str, float], heldout: HeldoutSet) -> dict[str, float]:
+    """The step metrics of one held-out evaluation (``heldout_reward_eval``'s result): the average reward and the
+    worst group's mean reward (groups with no scorable completion left out), under the metric contract's keys."""
+    from engine import metric_keys as mk
+
+    if not metrics:
+        return {}
+    per_group = [metrics.get(f"reward/{g}", float("nan")) for g in sorted(set(heldout.groups))]
+    finite = [v for v in per_group if not math.isnan(v)]
+    return {mk.VAL_AVG_REWARD: metrics.get("reward/mean", float("nan")),
+            mk.VAL_WORST_GROUP_REWARD: min(finite) if finite else float("nan")}
