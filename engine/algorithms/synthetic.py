@@ -58,6 +58,8 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
 
+from engine import metric_keys as mk
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -600,18 +602,18 @@ def _record(r: int, step: int, ev: dict[str, "Tensor"], weights: "Tensor", alpha
     vl, acc, err = ev["val_loss"][r].tolist(), ev["val_acc"][r].tolist(), ev["reward_error"][r].tolist()
     tl, w, a = train_loss[r].tolist(), weights[r].tolist(), alpha[r].tolist()
     groups = [
-        {"group": GROUP_NAMES[g], "weight": w[g], "alpha": a[g], "loss": vl[g], "train_loss": tl[g],
-         "reward_error": err[g], "accuracy": acc[g]}
+        {"group": GROUP_NAMES[g], mk.GROUP_WEIGHT: w[g], "alpha": a[g], mk.GROUP_LOSS: vl[g], "train_loss": tl[g],
+         "reward_error": err[g], mk.GROUP_ACCURACY: acc[g]}
         for g in range(NUM_GROUPS)
     ]
     metrics = {
-        "train/loss": float(objective[r]),
-        "train/worst_group_loss": max(tl),
-        "val/worst_group_loss": max(vl),
-        "val/avg_loss": sum(vl) / len(vl),  # group-balanced mean
-        "val/worst_group_accuracy": min(acc),
-        "reward_error/worst": max(err),
-        "reward_error/mean": sum(err) / len(err),
+        mk.TRAIN_LOSS: float(objective[r]),
+        mk.TRAIN_WORST_GROUP_LOSS: max(tl),
+        mk.VAL_WORST_GROUP_LOSS: max(vl),
+        mk.VAL_AVG_LOSS: sum(vl) / len(vl),  # group-balanced mean
+        mk.VAL_WORST_GROUP_ACCURACY: min(acc),
+        mk.REWARD_ERROR_WORST: max(err),
+        mk.REWARD_ERROR_MEAN: sum(err) / len(err),
     }
     return StepRecord(step=step, metrics=metrics, groups=groups, state=state)
 

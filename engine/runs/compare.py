@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine import metric_keys as mk
 from engine.config import CompareConfig
 from engine.runs.context import RunContext
 
@@ -43,12 +44,12 @@ def summarise(rows: Sequence[CompareRow]) -> tuple[dict[str, float], list[dict[s
         return _mean([r.reward for r in items if r.side == side])
 
     a, b = side_mean(rows, "a"), side_mean(rows, "b")
-    metrics = {"compare/reward_a": a, "compare/reward_b": b, "compare/diff": b - a}
+    metrics = {mk.COMPARE_REWARD_A: a, mk.COMPARE_REWARD_B: b, mk.COMPARE_DIFF: b - a}
     groups = []
     for g in sorted({r.group for r in rows}):
         members = [r for r in rows if r.group == g]
         ga, gb = side_mean(members, "a"), side_mean(members, "b")
-        groups.append({"group": g, "reward_mean": gb - ga, "count": len(members) // 2, "reward_a": ga,
+        groups.append({"group": g, mk.GROUP_REWARD_MEAN: gb - ga, mk.GROUP_COUNT: len(members) // 2, "reward_a": ga,
                        "reward_b": gb})
     return metrics, groups
 
