@@ -43,22 +43,22 @@ def test_auto_picks_vllm_when_importable(vllm_sampler):
 
 
 def test_g_completions_per_prompt_with_logprobs(vllm_sampler, policy):
-    batch = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=7)
+    batch = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=7, with_logprobs=True)
     assert len(batch) == 12 and batch.prompt_index == [i for i in range(3) for _ in range(4)]
     for row in range(len(batch)):
         assert len(batch.logprobs[row]) == len(batch.completion_ids[row]) >= 1
         expected = sequence_logprobs(policy.model, batch.prompt_ids[row], batch.completion_ids[row], 0.8)
         torch.testing.assert_close(torch.tensor(batch.logprobs[row]), expected, atol=1e-3, rtol=1e-3)
     assert len({tuple(r) for r in batch.completion_ids[:4]}) > 1
-    again = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=7)
-    other = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=8)
+    again = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=7, with_logprobs=True)
+    other = vllm_sampler.generate(PROMPTS, n=4, max_new_tokens=8, temperature=0.8, seed=8, with_logprobs=True)
     assert again.completion_ids == batch.completion_ids
     assert other.completion_ids != batch.completion_ids
 
 
 def test_greedy_matches_hf_and_repeats_for_n(vllm_sampler, policy):
-    v = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=10, greedy=True)
-    h = HFSampler(policy).generate(PROMPTS, n=2, max_new_tokens=10, greedy=True)
+    v = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=10, greedy=True, with_logprobs=True)
+    h = HFSampler(policy).generate(PROMPTS, n=2, max_new_tokens=10, greedy=True, with_logprobs=True)
     assert v.completion_ids == h.completion_ids
     assert v.truncated == h.truncated
     for a, b in zip(v.logprobs, h.logprobs):
@@ -67,17 +67,17 @@ def test_greedy_matches_hf_and_repeats_for_n(vllm_sampler, policy):
 
 def test_after_training_step_vllm_greedy_equals_hf_greedy(vllm_sampler, tiny_model_dir):
     trained = load_policy(str(tiny_model_dir), lora=None, need_reference=False)
-    before = HFSampler(trained).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True)
+    before = HFSampler(trained).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True, with_logprobs=True)
     ids, mask = tiny_batch(trained.tokenizer, PROMPTS)
     opt = torch.optim.Adam(trained.model.parameters(), lr=3e-2)
     for _ in range(2):
         trained.model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
         opt.step()
         opt.zero_grad()
-    hf_after = HFSampler(trained).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True)
+    hf_after = HFSampler(trained).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True, with_logprobs=True)
     assert hf_after.completion_ids != before.completion_ids  # the step changed the policy's behaviour
     vllm_sampler.sync_weights(trained.model)
-    v_after = vllm_sampler.generate(PROMPTS, n=1, max_new_tokens=10, greedy=True)
+    v_after = vllm_sampler.generate(PROMPTS, n=1, max_new_tokens=10, greedy=True, with_logprobs=True)
     assert v_after.completion_ids == hf_after.completion_ids
 
 
@@ -88,8 +88,8 @@ def test_lora_weights_are_merged_on_sync(vllm_sampler, tiny_model_dir):
             if "lora_B" in n:
                 p.normal_(0, 0.3)
     vllm_sampler.sync_weights(lora_policy.model)
-    v = vllm_sampler.generate(PROMPTS, n=1, max_new_tokens=10, greedy=True)
-    h = HFSampler(lora_policy).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True)
+    v = vllm_sampler.generate(PROMPTS, n=1, max_new_tokens=10, greedy=True, with_logprobs=True)
+    h = HFSampler(lora_policy).generate(PROMPTS, n=1, max_new_tokens=10, greedy=True, with_logprobs=True)
     assert v.completion_ids == h.completion_ids
 
 
@@ -97,8 +97,8 @@ def test_sleep_and_wake_are_safe_on_cpu(vllm_sampler, policy):
     vllm_sampler.sleep()  # no sleep mode on the CPU backend: both are no-ops
     vllm_sampler.wake()
     vllm_sampler.sync_weights(policy.model)
-    v = vllm_sampler.generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True)
-    h = HFSampler(policy).generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True)
+    v = vllm_sampler.generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True, with_logprobs=True)
+    h = HFSampler(policy).generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True, with_logprobs=True)
     assert v.completion_ids == h.completion_ids
 
 
@@ -123,13 +123,13 @@ def test_ignore_eos_reaches_vllm_and_fixes_the_length(vllm_sampler, tiny_model_d
                                                                   greedy=True).completion_ids)
     vllm_sampler.sync_weights(eos_policy.model)
     try:
-        stopped = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True)
+        stopped = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, with_logprobs=True)
         assert all(c == [eos] for c in stopped.completion_ids)
-        forced = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True)
+        forced = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True, with_logprobs=True)
         assert all(len(c) == 5 for c in forced.completion_ids) and all(forced.truncated)
-        hf = HFSampler(eos_policy).generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True)
+        hf = HFSampler(eos_policy).generate(PROMPTS, n=2, max_new_tokens=5, greedy=True, ignore_eos=True, with_logprobs=True)
         assert forced.completion_ids == hf.completion_ids
-        sampled = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, seed=1, ignore_eos=True)
+        sampled = vllm_sampler.generate(PROMPTS, n=2, max_new_tokens=5, seed=1, ignore_eos=True, with_logprobs=True)
         assert all(len(c) == 5 for c in sampled.completion_ids)
     finally:
         vllm_sampler.sync_weights(load_policy(str(tiny_model_dir), lora=None, need_reference=False).model)

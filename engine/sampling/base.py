@@ -1,6 +1,8 @@
 """One sampling interface, two backends (vLLM colocated in the run process, HF generate as the fallback).
 
-Log-probs: both backends return, per generated token, log p(token) under the distribution the token was
+Log-probs (only when asked, ``with_logprobs=True``: training recomputes them with the policy and reads none,
+and recording costs the HF sampler a full-vocabulary log-softmax per decoding step): both backends return, per
+generated token, log p(token) under the distribution the token was
 actually drawn from: softmax(logits / temperature) of the sampler's weights, restricted to the top-p nucleus and
 renormalised (vLLM's logprobs_mode="processed_logprobs"). With top_p=1 this is the temperature-scaled
 distribution a trainer recomputes as log_softmax(logits / T); greedy decoding reports log_softmax(logits) (T=1).
@@ -27,20 +29,21 @@ class SampleBatch:
 
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]  # includes the EOS token when the model stopped by itself
-    logprobs: list[list[float]]  # one per completion token, see the module docstring for the distribution
     texts: list[str]  # decoded completions without special tokens
     truncated: list[bool]  # True when max_new_tokens was hit before EOS
     prompt_index: list[int]
+    # one per completion token when generate was asked with_logprobs (module docstring: which distribution)
+    logprobs: list[list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.completion_ids)
 
     def __post_init__(self) -> None:
-        sizes = {len(self.prompt_ids), len(self.completion_ids), len(self.logprobs), len(self.texts),
-                 len(self.truncated), len(self.prompt_index)}
+        sizes = {len(self.prompt_ids), len(self.completion_ids), len(self.texts), len(self.truncated),
+                 len(self.prompt_index)} | ({len(self.logprobs)} if self.logprobs is not None else set())
         if len(sizes) != 1:
             raise ValueError(f"SampleBatch fields have different lengths: {sorted(sizes)}")
-        for i, (ids, lps) in enumerate(zip(self.completion_ids, self.logprobs)):
+        for i, (ids, lps) in enumerate(zip(self.completion_ids, self.logprobs or [])):
             if len(ids) != len(lps):
                 raise ValueError(f"row {i}: {len(ids)} completion tokens but {len(lps)} log-probs")
 
@@ -58,9 +61,11 @@ class Sampler(Protocol):
         seed: int | None = None,
         greedy: bool = False,
         ignore_eos: bool = False,
+        with_logprobs: bool = False,
     ) -> SampleBatch:
         """ignore_eos: EOS stays an ordinary token (same distribution) and never ends a completion, so every
-        completion has exactly max_new_tokens tokens."""
+        completion has exactly max_new_tokens tokens. with_logprobs: also return each sampled token's log-prob
+        (``SampleBatch.logprobs``; None otherwise). The samples do not depend on it."""
 
     def sync_weights(self, model: Any) -> None:
         """Push the policy's current weights (LoRA merged in) to the sampler."""

@@ -1,7 +1,7 @@
 """HF `generate` sampler: the fallback when vLLM is not installed.
 
 All prompts x G go through one batched, left-padded `generate` call. It samples from the live policy module
-itself, so there is nothing to sync. Log-probs are recorded on the device while decoding (see
+itself, so there is nothing to sync. Log-probs, when asked for, are recorded on the device while decoding (see
 `_WarpAndRecord`), with no per-token host sync beyond what `generate` does.
 """
 
@@ -23,7 +23,7 @@ _STATIC_WIDTH_BUCKET = 64
 _log = logging.getLogger(__name__)
 
 
-def _warp_and_record_processor(temperature: float, top_p: float) -> Any:
+def _warp_and_record_processor(temperature: float, top_p: float, record: bool = True) -> Any:
     from transformers import LogitsProcessor, TopPLogitsWarper
 
     top_p_warper = TopPLogitsWarper(top_p=top_p) if top_p < 1.0 else None
@@ -34,6 +34,7 @@ def _warp_and_record_processor(temperature: float, top_p: float) -> Any:
         generate is given temperature=1 and top_p=1, so this processor is the only warper and the recorded
         distribution is exactly the one sampled from (as vLLM's processed log-probs). The sampled token of
         step t is only known at step t+1 (as the last input id), so one (B, V) log-softmax stays pending.
+        Without ``record`` it only warps: the same scores, so the same samples, and no log-softmax.
         """
 
         def __init__(self) -> None:
@@ -50,12 +51,15 @@ def _warp_and_record_processor(temperature: float, top_p: float) -> Any:
                 scores = scores / temperature
             if top_p_warper is not None:
                 scores = top_p_warper(input_ids, scores)  # masked tokens become -inf
-            self.pending = torch.log_softmax(scores, dim=-1)
+            if record:
+                self.pending = torch.log_softmax(scores, dim=-1)
             return scores
 
-        def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        def finish(self, sequences: torch.Tensor) -> torch.Tensor | None:
             import torch
 
+            if not record:
+                return None
             if self.pending is not None:
                 self.steps.append(self.pending.gather(-1, sequences[:, -1:]).squeeze(-1))
                 self.pending = None
@@ -102,6 +106,7 @@ class HFSampler:
         seed: int | None = None,
         greedy: bool = False,
         ignore_eos: bool = False,
+        with_logprobs: bool = False,
     ) -> SampleBatch:
         import torch
         from transformers import GenerationConfig
@@ -158,7 +163,8 @@ class HFSampler:
             with rng, torch.inference_mode():
                 try:
                     sequences, logprobs = self._decode(input_ids, attention_mask, gen_config, seed=seed,
-                                                       greedy=greedy, temperature=temperature, top_p=top_p)
+                                                       greedy=greedy, temperature=temperature, top_p=top_p,
+                                                       record=with_logprobs)
                 except Exception as exc:  # any compile or graph-capture failure: fall back, and say so
                     if not self.static_cache:
                         raise
@@ -168,13 +174,14 @@ class HFSampler:
                     self.static_cache = False
                     gen_config.cache_implementation = None
                     sequences, logprobs = self._decode(input_ids, attention_mask, gen_config, seed=seed,
-                                                       greedy=greedy, temperature=temperature, top_p=top_p)
+                                                       greedy=greedy, temperature=temperature, top_p=top_p,
+                                                       record=with_logprobs)
         finally:
             base.generation_config = saved_config
             self.model.train(was_training)
 
         new_tokens = sequences[:, width:].tolist()
-        new_logprobs = logprobs.tolist()
+        new_logprobs = logprobs.tolist() if logprobs is not None else [None] * len(new_tokens)
         eos = set() if ignore_eos else set(self._eos_ids)
         completion_ids: list[list[int]] = []
         completion_lps: list[list[float]] = []
@@ -183,24 +190,27 @@ class HFSampler:
             stop = next((j for j, t in enumerate(toks) if t in eos), None)
             end = len(toks) if stop is None else stop + 1  # keep EOS: the policy must learn to stop
             completion_ids.append(toks[:end])
-            completion_lps.append(lps[:end])
+            completion_lps.append(lps[:end] if lps is not None else None)
             truncated.append(stop is None)
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
         return SampleBatch(
             prompt_ids=rows,
             completion_ids=completion_ids,
-            logprobs=completion_lps,
+            logprobs=completion_lps if with_logprobs else None,
             texts=texts,
             truncated=truncated,
             prompt_index=[i for i in range(len(prompt_ids)) for _ in range(n)],
         )
 
     def _decode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gen_config: Any, *, seed: int | None,
-                greedy: bool, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One generate call from the seed, with a fresh log-prob recorder: (B, P + T_new) ids, (B, T_new) log-probs."""
+                greedy: bool, temperature: float, top_p: float, record: bool = True
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One generate call from the seed, with a fresh warper/recorder: (B, P + T_new) ids, (B, T_new) log-probs
+        (None without ``record``)."""
         import torch
 
-        recorder = _warp_and_record_processor(1.0, 1.0) if greedy else _warp_and_record_processor(temperature, top_p)
+        recorder = (_warp_and_record_processor(1.0, 1.0, record) if greedy
+                    else _warp_and_record_processor(temperature, top_p, record))
         if seed is not None:
             torch.manual_seed(seed)
         sequences = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,

@@ -110,6 +110,7 @@ class VLLMSampler:
         seed: int | None = None,
         greedy: bool = False,
         ignore_eos: bool = False,
+        with_logprobs: bool = False,
     ) -> SampleBatch:
         from vllm import SamplingParams
 
@@ -119,18 +120,19 @@ class VLLMSampler:
         prompt_ids = encode_prompts(self.tokenizer, prompts)
         requests: list[dict[str, list[int]]] = []
         params: list[Any] = []
+        lp = 0 if with_logprobs else None  # 0: only the sampled token's log-prob
         for i, ids in enumerate(prompt_ids):
             if greedy:
                 # vLLM refuses greedy with n > 1; G identical requests keep the grouped layout.
                 requests.extend({"prompt_token_ids": ids} for _ in range(n))
-                params.extend(SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=0,
-                                             flat_logprobs=True, detokenize=False, ignore_eos=ignore_eos)
+                params.extend(SamplingParams(n=1, temperature=0.0, max_tokens=max_new_tokens, logprobs=lp,
+                                             flat_logprobs=with_logprobs, detokenize=False, ignore_eos=ignore_eos)
                               for _ in range(n))
             else:
                 requests.append({"prompt_token_ids": ids})
                 params.append(SamplingParams(
-                    n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens, logprobs=0,
-                    flat_logprobs=True, detokenize=False, ignore_eos=ignore_eos,
+                    n=n, temperature=temperature, top_p=top_p, top_k=0, max_tokens=max_new_tokens, logprobs=lp,
+                    flat_logprobs=with_logprobs, detokenize=False, ignore_eos=ignore_eos,
                     seed=None if seed is None else seed * _SEED_STRIDE + i * n,
                 ))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
@@ -143,14 +145,15 @@ class VLLMSampler:
                 toks = list(comp.token_ids)
                 rows.append(list(prompt_ids[i]))
                 completion_ids.append(toks)
-                logprobs.append(_sampled_logprobs(toks, comp.logprobs))
+                if with_logprobs:
+                    logprobs.append(_sampled_logprobs(toks, comp.logprobs))
                 truncated.append(comp.finish_reason == "length")
                 prompt_index.append(i)
             if len(out.outputs) != per_request:
                 raise RuntimeError(f"vLLM returned {len(out.outputs)} completions for a request that asked {per_request}")
         texts = self.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-        return SampleBatch(prompt_ids=rows, completion_ids=completion_ids, logprobs=logprobs, texts=texts,
-                           truncated=truncated, prompt_index=prompt_index)
+        return SampleBatch(prompt_ids=rows, completion_ids=completion_ids, texts=texts, truncated=truncated,
+                           prompt_index=prompt_index, logprobs=logprobs if with_logprobs else None)
 
     def sync_weights(self, model: Any) -> None:
         from engine.models.lora import merged_state_dict
