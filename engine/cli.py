@@ -334,15 +334,28 @@ def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id
                  seed=seed, against=against, bbq_format=bbq_format, n_boot=n_boot)
 
 
+@app.command("eval-show")
+@friendly
+def eval_show(ids: list[int] = typer.Argument(..., help="Evaluation ids (as `studio eval` printed them)."),
+              against: Optional[int] = typer.Option(None, help="An evaluation id on the same items: also print the "
+                                                    "paired change of every metric from it."),
+              db: Optional[str] = DbOpt) -> None:
+    """Print stored evaluation results with their intervals, as `studio eval` printed them."""
+    from engine.evaluation.harness import show_cli
+
+    show_cli(_store(db), ids, against=against)
+
+
 @reward_app.command("train")
 @friendly
 def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (default: the studio's reward model)."),
-                 epochs: int = typer.Option(3, help="Training epochs."), seed: int = typer.Option(0),
+                 epochs: int = typer.Option(2, help="Training epochs."), seed: int = typer.Option(0),
                  layers: int = typer.Option(2, help="Top encoder layers to fine-tune (the rest stay frozen)."),
                  max_train: Optional[int] = typer.Option(None, help="Cap on training examples (quick runs)."),
                  ship: bool = typer.Option(False, help="Also refresh the tensors shipped in engine/rewards/shipped/.")
                  ) -> None:
-    """Train the studio's bias reward model (MiniLM, top layers + head) on a CPU in minutes."""
+    """Train the studio's bias reward model (MiniLM cross-encoder over prompt + completion, top layers + two heads:
+    unbiased for bias_rm, on_topic for relevance) on a CPU; the same seed gives the same weights."""
     from engine.rewards.train import train_cli
 
     train_cli(out=out, epochs=epochs, seed=seed, ship=ship, layers=layers, max_train=max_train)

@@ -12,7 +12,8 @@ from db.models import Evaluation, MetricPoint
 from db.queue import submit_run
 from db.writes import record_checkpoint
 from engine.config import ConfigError, EvalConfig, GRPOConfig
-from engine.evaluation.harness import EvalSettings, balanced_sample, bbq_items, evaluate_cli, neutral_passages
+from engine.evaluation.harness import (EvalSettings, balanced_sample, bbq_items, evaluate_cli, neutral_passages,
+                                       show_cli)
 from engine.evaluation.models_ref import ModelRefError, parse_run_ref
 from engine.runs.context import RunContext
 
@@ -57,6 +58,12 @@ def test_against_stores_a_paired_comparison_on_the_same_items(store, tiny_model_
     assert "paired" not in ppl.metrics  # no earlier perplexity result to pair with
     out = capsys.readouterr().out
     assert "| stereotype_score |" in out and "perplexity: no stored result" in out
+    # eval-show reprints a stored result and recomputes the same paired changes from the stored items.
+    show_cli(store, [again.id], against=first.id)
+    shown = capsys.readouterr().out
+    assert f"evaluation {again.id}:" in shown and "| stereotype_score | " in shown and "| all | 6 |" in shown
+    with pytest.raises(ConfigError, match="no stored evaluation"):
+        show_cli(store, [999])
     # Other items (another seed) are never paired.
     evaluate_cli(store, str(tiny_model_dir), ["crows_pairs"], limit=6, seed=1, progress=False,
                  against=str(tiny_model_dir))

@@ -433,6 +433,50 @@ def _count(metrics: dict[str, Any], benchmark: str, prefix: str = "") -> str:
     return f"{n:.0f}" if isinstance(n, (int, float)) and math.isfinite(n) else ""
 
 
+def _group_counts(res: BenchmarkResult) -> dict[str, str]:
+    """Item count per group from the item table (results stored before per-group counts were kept lack them)."""
+    return {g: str(len(t)) for g, t in M.group_tables(res.items)} if res.items is not None else {}
+
+
+def stored_result(ev: Any) -> BenchmarkResult:
+    """A stored Evaluation row as a BenchmarkResult (its item table decoded), for printing or pairing."""
+    return BenchmarkResult(ev.benchmark, dict(ev.metrics), ev.dataset_version,
+                           seconds=float(ev.metrics.get("seconds") or 0.0), items=U.stored_table(ev.metrics))
+
+
+def show_cli(store: Any, ids: Sequence[int], against: int | None = None) -> None:
+    """`studio eval-show`: print stored results as `studio eval` did; with `against`, the paired changes too."""
+    from db.reads import evaluations
+    from engine.config import ConfigError
+
+    by_id = {e.id: e for e in evaluations(store)}
+    missing = [i for i in [*ids, *([against] if against is not None else [])] if i not in by_id]
+    if missing:
+        raise ConfigError({"ids": f"no stored evaluation with id {', '.join(map(str, missing))}: "
+                                  "`studio eval` prints the ids it stored"})
+    for i in ids:
+        ev, res = by_id[i], stored_result(by_id[i])
+        print(f"evaluation {ev.id}: {ev.model}" + (f" (run {ev.run_id}, step {ev.step})" if ev.run_id else "")
+              + f"; {ev.dataset_version}\n")
+        print(format_result(res) + "\n")
+        if against is not None and against != i:
+            before = by_id[against]
+            tb = U.stored_table(before.metrics)
+            if tb is None or res.items is None:
+                print(f"{res.benchmark}: evaluation {before.id} or {ev.id} has no stored items to pair\n")
+                continue
+            boot = ev.metrics.get("bootstrap") or {}
+            level = float(boot.get("level", U.DEFAULT_LEVEL))
+            try:
+                changes = U.paired_changes(tb, res.items, int(boot.get("n_boot", U.DEFAULT_N_BOOT)),
+                                           int(ev.seed or 0), level)
+            except U.PairingError as e:
+                print(f"{res.benchmark}: not paired with evaluation {before.id}: {e}\n")
+                continue
+            print(format_changes(res.benchmark, changes, f"{before.model} (evaluation {before.id})",
+                                 f"{ev.model} (evaluation {ev.id})", level) + "\n")
+
+
 def _groups(res: BenchmarkResult) -> list[str]:
     if res.items is None:
         return sorted({k.split("/", 1)[0] for k in res.metrics if "/" in k})
@@ -449,8 +493,9 @@ def format_result(res: BenchmarkResult) -> str:
     lines = [title, "", "| group | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|",
              "| all | " + _count(res.metrics, res.benchmark) + " | "
              + " | ".join(_cell(res.metrics, c, digits) for c in cols) + " |"]
+    counts = _group_counts(res)
     for g in _groups(res):
-        lines.append(f"| {g} | {_count(res.metrics, res.benchmark, g + '/')} | "
+        lines.append(f"| {g} | {_count(res.metrics, res.benchmark, g + '/') or counts.get(g, '')} | "
                      + " | ".join(_cell(res.metrics, f"{g}/{c}", digits) for c in cols) + " |")
     return "\n".join(lines)
 

@@ -413,7 +413,7 @@ def _reward_statistic(c: Columns, levels: Mapping[str, list[str]]) -> dict[str, 
             "n": np.full(value.shape[:-1], float(value.shape[-1])), "unscored": (~finite).sum(-1).astype(float)}
 
 
-SPECS["reward"] = BenchmarkSpec(_reward_statistic, group="group", group_metrics=("mean",),
+SPECS["reward"] = BenchmarkSpec(_reward_statistic, group="group", group_metrics=("mean", "n"),
                                 counts=("n", "unscored"))
 
 
