@@ -154,14 +154,16 @@ with tab_eval:
         benchmarks = sorted({e.benchmark for e in evs})
         bench = st.selectbox("Benchmark", benchmarks, key="eval.bench")
         of_bench = [e for e in evs if e.benchmark == bench]
-        by_id = {e.id: e for e in of_bench}
-        ids = list(by_id)
+        ev_by_id = {e.id: e for e in of_bench}
+        ev_ids = list(ev_by_id)
         c1, c2, c3 = st.columns(3)
-        before_id = c1.selectbox("Before", ids, index=0, key=f"eval.before.{bench}",
-                                 format_func=lambda i: plain(eval_view.label(by_id[i])))
-        after_id = c2.selectbox("After", ids, index=len(ids) - 1, key=f"eval.after.{bench}",
-                                format_func=lambda i: plain(eval_view.label(by_id[i])))
-        before, after = by_id[before_id], by_id[after_id]
+        # Named apart from the comparison tab's by_id: AppTest calls a selectbox's format_func again later, and the
+        # lambdas look the module-level name up then. Option labels are plain text, so model names need no escaping.
+        before_id = c1.selectbox("Before", ev_ids, index=0, key=f"eval.before.{bench}",
+                                 format_func=lambda i: eval_view.label(ev_by_id[i]))
+        after_id = c2.selectbox("After", ev_ids, index=len(ev_ids) - 1, key=f"eval.after.{bench}",
+                                format_func=lambda i: eval_view.label(ev_by_id[i]))
+        before, after = ev_by_id[before_id], ev_by_id[after_id]
         metric_names = eval_view.table_metrics(bench, after.metrics)
         if not metric_names:
             st.caption("This result has no metrics to chart.")
