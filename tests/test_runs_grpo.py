@@ -271,7 +271,7 @@ def test_grpo_run_with_the_vllm_sampler(store, tiny_model_dir):
     pytest.importorskip("vllm")
     rid = run_in_process(store, grpo_config(str(tiny_model_dir), sampler="vllm", eval_prompts=2))
     m = metrics_by_step(store, rid)
-    assert sorted(m) == [1, 2] and all(m[s]["time/sync"] > 0 for s in (1, 2))
+    assert sorted(m) == [0, 1, 2] and all(m[s]["time/sync"] > 0 for s in (1, 2))  # 0: held-out before training
     assert len(evaluations(store, rid)) == 2
 
 
@@ -284,6 +284,7 @@ def test_short_bias_grpo_run_on_the_default_model(store):
                       group_size=4, max_new_tokens=24, learning_rate=2e-6, eval_prompts=6, micro_batch_size=8)
     rid = run_in_process(store, cfg)
     m = metrics_by_step(store, rid)
-    assert sorted(m) == [1, 2]
-    assert 0.0 <= m[2]["reward/mean"] <= 1.0 and m[2]["reward/nan_count"] == 0
+    assert sorted(m) == [0, 1, 2]  # 0: the held-out evaluation before training
+    assert 0.0 <= m[2]["reward/mean"] <= 1.0 and m[2]["reward/worst_group"] <= m[2]["reward/mean"]
+    assert m[0]["val/worst_group_reward"] <= m[0]["val/avg_reward"] and m[2]["reward/nan_count"] == 0
     assert [s for _, s, _ in evaluations(store, rid)] == [0, 2]

@@ -180,7 +180,7 @@ def test_short_gr_ipo_run_on_the_default_model(store):
                             learning_rate=5e-6, eta=0.01, eval_prompts=6, eval_every=0)
     rid = run_in_process(store, cfg)
     m = metrics_by_step(store, rid)
-    assert sorted(m) == [1, 2, 3]
+    assert sorted(m) == [0, 1, 2, 3]  # 0: the held-out bias reward before training
     w = [r["weight"] for r in group_rows(store, rid)[3].values()]
     assert sum(w) == pytest.approx(1.0, abs=1e-5)
     assert [b for b, _, _ in evaluations(store, rid)].count("heldout_preference") == 2

@@ -13,7 +13,8 @@ reference log-probs from the cache, form per-pair losses, then reduce them by th
                    present=n_g > 0) -> sum_g mixed_weights(alpha, chi)_g * L_g (the paper's Algorithm 1 and code)
 Every variant is computed as sum_i c_i * loss_i with per-pair coefficients c_i, so gradients accumulate over
 micro-batches exactly; the group-robust coefficients depend on this batch's loss values, so when the batch
-does not fit one micro-batch a no-grad pass computes them first.
+does not fit one micro-batch a no-grad pass computes them first. ``update_pairs`` on a ``PairBatch`` is that one
+update path; the TRL parity guard (bench/dpo_vs_trl.py) calls it too.
 
 Reference log-probs: the reference model never changes, so each pair's reference log-probs are computed once,
 the first time the pair is drawn, and kept in the run folder (safetensors) with the checkpoints: a resumed run
