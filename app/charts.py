@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 
 from app.palette import AVERAGE_COLOUR, PALETTE, WORST_COLOUR
 from db.reads import Series
-from engine import metric_keys as mk
+from db import metric_keys as mk
 
 HEIGHT = 300
 

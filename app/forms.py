@@ -153,7 +153,7 @@ def validate(data: Mapping[str, Any]) -> tuple[BaseRunConfig | None, dict[str, s
 def submit(store: Any, data: Mapping[str, Any], *, parent_id: int | None = None) -> tuple[int | None, dict[str, str]]:
     """Validate the form's values and queue the run: (run id, {}) or (None, problems). The submit-time checks
     (run references, dataset file contents, absolute paths) run here too, as for `studio submit`."""
-    from db.queue import submit_run
+    from engine.submission import submit_run
 
     cfg, problems = validate(data)
     if cfg is None:

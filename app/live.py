@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from db.reads import DEFAULT_MAX_POINTS, Series, group_series, metric_series
 from db.session import Store
-from engine.metric_keys import CHART_GROUP_FIELDS  # what the run page charts (count is shown nowhere)
+from db.metric_keys import CHART_GROUP_FIELDS  # what the run page charts (count is shown nowhere)
 
 __all__ = ["CHART_GROUP_FIELDS", "ChartCache", "refresh"]
 

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import insert  # noqa: E402
 
 from db.models import GroupStat, MetricPoint, utcnow  # noqa: E402
-from db.queue import submit_run  # noqa: E402
+from engine.submission import submit_run  # noqa: E402
 from db.reads import group_series, metric_series  # noqa: E402
 from db.session import Store  # noqa: E402
 from engine.config import parse_config  # noqa: E402

@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="grpo-bench-"))
     os.environ.setdefault("STUDIO_HOME", str(home))
-    from db import queue
     from db.session import Store
     from engine.config import parse_config
     from engine.runs.context import RunContext
+    from engine.submission import submit_run
     from engine.runs.grpo import execute
 
     model = args.model
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "learning_rate": 1e-5 if args.use_lora else 1e-6,
     })
     store = Store(f"sqlite:///{home / 'bench.db'}")
-    run_id = queue.submit_run(store, cfg)
+    run_id = submit_run(store, cfg)
     # the last step would write a checkpoint; the bench times steps, not checkpoint I/O, so skip it.
     ctx = RunContext(store, run_id, cfg, resume=False)
     ctx.checkpoint_due = lambda step: False  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""The run queue: submit, claim, heartbeat, cancel, resume, clone, delete, recover.
+"""The run queue: submit, claim, heartbeat, cancel, resume, delete, recover.
 
 Claiming is a compare-and-set (``UPDATE ... WHERE id = :id AND status = 'queued'``) that works the same on
 SQLite and PostgreSQL: of two workers racing for one run exactly one update matches a row.
@@ -12,7 +12,6 @@ orphan cancel/resume/delete and the end of the claim clear the lease, so a proce
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from db.models import (Checkpoint, ComparisonOutput, Evaluation, Event, GroupStat, MetricPoint, Run, RunStatus, Sample,
                        Worker, utcnow)
+from db.paths import remove_run_files
 from db.session import Store
 
 
@@ -123,23 +123,19 @@ def add_event(session: Session, run_id: int | None, message: str, level: str = "
     session.add(Event(run_id=run_id, message=message, level=level))
 
 
-def submit_run(store: Store, config: "BaseRunConfig", *, parent_id: int | None = None,  # noqa: F821
-               web: bool = False) -> int:
-    """Queue a run after the submit-time checks (engine.submission: absolute paths, STUDIO_DATA_DIRS, run
-    references, dataset contents); they raise ConfigError. ``web``: submitted from the web app."""
-    from engine.config import ALGORITHM_LABELS, config_to_json
-    from engine.submission import check_submission
-
-    config, notes = check_submission(store, config, web=web)
-    name = config.name or f"{ALGORITHM_LABELS.get(config.algorithm, config.algorithm)} {utcnow():%Y-%m-%d %H:%M}"
+def submit_run(store: Store, *, algorithm: str, name: str, config_json: str, total_steps: int,
+               parent_id: int | None = None, notes: tuple[str, ...] | list[str] = ()) -> int:
+    """Queue a run from plain values: the config as stored JSON, already checked. ``notes`` become warning
+    events of the run. Callers with a config object use engine.submission.submit_run, which runs the
+    submit-time checks first and then calls this."""
     with store.write() as s:
         top = s.scalar(select(func.max(Run.priority)).where(Run.status == RunStatus.queued)) or 0
-        run = Run(name=name, algorithm=config.algorithm, status=RunStatus.queued, config_json=config_to_json(config),
-                  total_steps=config.max_steps, parent_id=parent_id, priority=top + 1,
+        run = Run(name=name, algorithm=algorithm, status=RunStatus.queued, config_json=config_json,
+                  total_steps=total_steps, parent_id=parent_id, priority=top + 1,
                   folder_token=uuid.uuid4().hex[:8])
         s.add(run)
         s.flush()
-        add_event(s, run.id, f"queued ({config.algorithm}, {config.max_steps} steps)")
+        add_event(s, run.id, f"queued ({algorithm}, {total_steps} steps)")
         for note in notes:
             add_event(s, run.id, note, level="warning")
         return run.id
@@ -324,24 +320,10 @@ def resume_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) 
                   else "resumed: no checkpoint yet, so it restarts from step 0")
 
 
-def clone_run(store: Store, run_id: int, overrides: dict | None = None) -> int:
-    """A new queued run with the same config (plus overrides), remembering where it came from."""
-    from engine.config import parse_config
-
-    src = get_run(store, run_id)
-    data = json.loads(src.config_json)
-    data.update(overrides or {})
-    if not overrides or "name" not in overrides:
-        data["name"] = f"{src.name} (clone)"
-    return submit_run(store, parse_config(data), parent_id=run_id)
-
-
 def delete_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
     """Delete a run, everything it wrote and its folders (checkpoints, caches, exports). Refused for a running
     run whose engine is alive, as its process still writes; allowed once that engine is gone. Returns the
     folders left in place (outside the studio home, see ``remove_run_files``)."""
-    from engine.paths import remove_run_files
-
     with store.write() as s:
         run = s.get(Run, run_id, with_for_update=True)
         if run is None:

@@ -19,11 +19,11 @@ from sqlalchemy import Integer, and_, cast, func, select
 from db.models import (Checkpoint, ComparisonOutput, Evaluation, Event, GroupStat, MetricPoint, Run, RunStatus, Sample,
                        utcnow)
 from db.session import Store
-from engine.metric_keys import GROUP_FIELDS, REWARD_KEYS, WORST_GROUP_KEYS
+from db.metric_keys import GROUP_FIELDS, REWARD_KEYS, WORST_GROUP_KEYS
 
 DEFAULT_MAX_POINTS = 2000
 # Metric keys that stand for "the reward" and "the worst group" in the runs table, most specific first, and the
-# group fields: named in engine/metric_keys.py, the contract with the runners that write them.
+# group fields: named in db/metric_keys.py, the contract with the runners that write them.
 __all__ = ["GROUP_FIELDS", "REWARD_KEYS", "WORST_GROUP_KEYS"]
 
 

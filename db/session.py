@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from engine.paths import studio_home
+from db.paths import studio_home
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -15,8 +15,8 @@ from sqlalchemy import delete, insert
 from db.models import Checkpoint, ComparisonOutput, Evaluation, GroupStat, MetricPoint, Sample, utcnow
 from db.queue import check_lease
 from db.session import Store
-from engine.metric_keys import GROUP_COUNT
-from engine.metric_keys import GROUP_FIELDS as _GROUP_FIELDS
+from db.metric_keys import GROUP_COUNT
+from db.metric_keys import GROUP_FIELDS as _GROUP_FIELDS
 
 
 def _clean(v: Any) -> float | None:

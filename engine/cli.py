@@ -180,7 +180,8 @@ def submit(config_file: Path = typer.Argument(..., help="JSON run config (see ex
            set_: list[str] = typer.Option([], "--set", help="Override a field: --set max_steps=20"),
            db: Optional[str] = DbOpt) -> None:
     """Validate a run config and queue it (relative paths are stored resolved against this directory)."""
-    from db.queue import events, submit_run
+    from db.queue import events
+    from engine.submission import submit_run
 
     cfg = _load_config_file(config_file, set_)
     store = _store(db)
@@ -262,7 +263,7 @@ def resume(run_id: int, db: Optional[str] = DbOpt) -> None:
 def clone(run_id: int, set_: list[str] = typer.Option([], "--set", help="Override a field: --set seed=1"),
           db: Optional[str] = DbOpt) -> None:
     """Queue a copy of a run's config (with overrides)."""
-    from db.queue import clone_run
+    from engine.submission import clone_run
 
     typer.echo(f"queued run {clone_run(_store(db), run_id, _parse_overrides(set_))} (clone of {run_id})")
 

@@ -1,7 +1,8 @@
 """Submit-time checks: what needs the submitting machine or the store, run once before a config is queued.
 
 parse_config stays store-free because the run process re-parses the stored config; these checks run in
-db.queue.submit_run, so `studio submit`, `studio clone` and the web app share them:
+``submit_run`` here (which then queues the run with db.queue.submit_run, from plain values), so `studio submit`,
+`studio clone` and the web app share them:
 
 - paths: a relative model, dataset or reward-model path is resolved against the submitting process's working
   directory (your shell's for the CLI, the server's for the web app), symlinks followed, and stored absolute, so
@@ -23,7 +24,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from engine.config import DEFAULT_MODEL, BaseRunConfig, ConfigError, config_to_json, parse_config
+from engine.config import ALGORITHM_LABELS, DEFAULT_MODEL, BaseRunConfig, ConfigError, config_to_json, parse_config
 
 DATA_DIRS_ENV = "STUDIO_DATA_DIRS"
 PASSWORD_ENV = "STUDIO_PASSWORD"
@@ -180,3 +181,29 @@ def check_submission(store: Any, cfg: BaseRunConfig, *, web: bool = False) -> tu
     if problems:
         raise ConfigError(problems)
     return parse_config(data), notes
+
+
+def submit_run(store: Any, config: BaseRunConfig, *, parent_id: int | None = None, web: bool = False) -> int:
+    """Queue a run after the submit-time checks (they raise ConfigError). ``web``: submitted from the web app.
+    A run without a name is named after its algorithm and the time."""
+    from datetime import datetime, timezone
+
+    from db.queue import submit_run as queue_run
+
+    config, notes = check_submission(store, config, web=web)
+    name = config.name or (f"{ALGORITHM_LABELS.get(config.algorithm, config.algorithm)} "
+                           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}")
+    return queue_run(store, algorithm=config.algorithm, name=name, config_json=config_to_json(config),
+                     total_steps=config.max_steps, parent_id=parent_id, notes=notes)
+
+
+def clone_run(store: Any, run_id: int, overrides: Mapping[str, Any] | None = None) -> int:
+    """A new queued run with the same config (plus overrides), remembering where it came from."""
+    from db.queue import get_run
+
+    src = get_run(store, run_id)
+    data = json.loads(src.config_json)
+    data.update(overrides or {})
+    if not overrides or "name" not in overrides:
+        data["name"] = f"{src.name} (clone)"
+    return submit_run(store, parse_config(data), parent_id=run_id)

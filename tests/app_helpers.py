@@ -8,9 +8,9 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from db.queue import submit_run
 from db.writes import write_comparison, write_step
 from engine.config import parse_config
+from engine.submission import submit_run
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 

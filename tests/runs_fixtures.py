@@ -34,14 +34,14 @@ def run_in_process(store, config: dict[str, Any], *, stop_after: int | None = No
     stop_after: request a graceful shutdown once that step is logged (the runner checkpoints and returns)."""
     import importlib
 
-    from db import queue
     from engine.config import parse_config
     from engine.runs import RUNNERS
     from engine.runs.context import RunContext
+    from engine.submission import submit_run
 
     cfg = parse_config(config)
     if run_id is None:
-        run_id = queue.submit_run(store, cfg)
+        run_id = submit_run(store, cfg)
     ctx = RunContext(store, run_id, cfg, resume=resume, cancel_poll_s=0.0)
     if stop_after is not None:
         log_step = ctx.log_step

@@ -39,7 +39,7 @@ def test_queue_a_comparison_against_a_trained_run(store, tmp_path):
     from sqlalchemy import update
 
     from db.models import Run
-    from db.queue import submit_run
+    from engine.submission import submit_run
     from engine.config import parse_config
 
     tuned = submit_run(store, parse_config({"algorithm": "grpo", "name": "tuned"}))

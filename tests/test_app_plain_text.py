@@ -13,11 +13,12 @@ from sqlalchemy import update
 from app.charts import comparison_bar_figure, line_figure, plotly_plain
 from app.widgets import plain
 from db.models import Run, RunStatus
-from db.queue import add_event, finish_run, submit_run
+from db.queue import add_event, finish_run
 from db.reads import Series
 from db.writes import record_checkpoint, record_evaluation, write_comparison, write_step
 from engine.config import parse_config
 from tests.app_helpers import chart_specs, open_page, shown_text
+from engine.submission import submit_run
 
 IMG = "![img](http://example.invalid/x.png)"
 PAYLOAD = (f"{IMG} **bold** [link](http://example.invalid) <img src=x> :red[alert] :material/home: "

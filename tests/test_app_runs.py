@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from db.models import RunStatus
-from db.queue import get_run, queue_order, submit_run
+from db.queue import get_run, queue_order
 from engine.config import parse_config
 from tests.app_helpers import open_page, seed_synthetic, texts
+from engine.submission import submit_run
 
 
 def _queue(store, n):

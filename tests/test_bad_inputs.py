@@ -1,5 +1,5 @@
 """Bad inputs at submit time (issue 16): each is refused with one line that says what is wrong and what to change,
-through the real doors: parse_config, db.queue.submit_run (the submit-time checks), the web form, `studio submit`.
+through the real doors: parse_config, engine.submission.submit_run (the submit-time checks), the web form, `studio submit`.
 Good configs (examples/*.json) still validate, round-trip and queue."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from db.models import Checkpoint
 from engine.config import ConfigError, DPOConfig, SyntheticConfig, config_to_json, parse_config
 from engine.data._rows import BUNDLED_DIR
 from tests.helpers import ROOT, run_cli
+from engine.submission import submit_run
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
 BBQ_AGE = BUNDLED_DIR / "bbq" / "data" / "Age.jsonl"  # 300 valid BBQ rows
@@ -37,7 +38,7 @@ def refused(data) -> dict[str, str]:
 def refused_at_submit(store, cfg, **kw) -> dict[str, str]:
     before = len(queue.list_runs(store))
     with pytest.raises(ConfigError) as e:
-        queue.submit_run(store, cfg, **kw)
+        submit_run(store, cfg, **kw)
     assert len(queue.list_runs(store)) == before  # nothing queued
     return e.value.problems
 
@@ -135,13 +136,13 @@ def test_examples_validate_round_trip_and_queue(path, store):
     cfg = parse_config(path.read_text())
     text = config_to_json(cfg)
     assert parse_config(text) == cfg and config_to_json(parse_config(text)) == text
-    run_id = queue.submit_run(store, cfg)
+    run_id = submit_run(store, cfg)
     assert parse_config(queue.get_run(store, run_id).config_json) == cfg
 
 
 # --------------------------------------------------------------------------------- submit-time checks
 def _training_run(store, *, checkpoint: bool) -> int:
-    run_id = queue.submit_run(store, DPOConfig(max_steps=2))
+    run_id = submit_run(store, DPOConfig(max_steps=2))
     if checkpoint:
         with store.write() as s:
             s.add(Checkpoint(run_id=run_id, step=2, path="/elsewhere/ckpt"))  # the engine's disk, not ours
@@ -149,7 +150,7 @@ def _training_run(store, *, checkpoint: bool) -> int:
 
 
 def test_run_references_must_name_a_training_run_with_a_checkpoint(store):
-    synthetic = queue.submit_run(store, SyntheticConfig(max_steps=3))
+    synthetic = submit_run(store, SyntheticConfig(max_steps=3))
     fresh = _training_run(store, checkpoint=False)
     trained = _training_run(store, checkpoint=True)
     cases = [
@@ -163,7 +164,7 @@ def test_run_references_must_name_a_training_run_with_a_checkpoint(store):
         assert words in found[field], (data, found)
         one_line(found[field])
     # A checkpoint recorded by the engine is enough: its folder may live on the engine's machine.
-    ok = queue.submit_run(store, parse_config({"algorithm": "compare", "model_b": f"run:{trained}"}))
+    ok = submit_run(store, parse_config({"algorithm": "compare", "model_b": f"run:{trained}"}))
     assert json.loads(queue.get_run(store, ok).config_json)["model_b"] == f"run:{trained}"
 
 
@@ -202,7 +203,7 @@ def test_dataset_that_is_not_utf8_is_refused(store, tmp_path):
 
 def test_a_few_bad_rows_are_accepted_and_become_a_warning_event(store, tmp_path):
     path = _bbq_file(tmp_path, {4: "{broken"})  # 1 of 300
-    run_id = queue.submit_run(store, DPOConfig(dataset_path=str(path)))
+    run_id = submit_run(store, DPOConfig(dataset_path=str(path)))
     warnings = [e.message for e in queue.events(store, run_id) if e.level == "warning"]
     assert len(warnings) == 1 and "skipped 1 malformed row(s) of 300" in warnings[0] and "line 5" in warnings[0]
 
@@ -228,11 +229,11 @@ def test_long_field_values_are_described_not_quoted(store, tmp_path):
 def test_relative_paths_are_stored_absolute(store, tmp_path, monkeypatch, tiny_model_dir):
     data = _bbq_file(tmp_path, {})
     monkeypatch.chdir(tmp_path)
-    run_id = queue.submit_run(store, DPOConfig(dataset_path="bbq.jsonl"))
+    run_id = submit_run(store, DPOConfig(dataset_path="bbq.jsonl"))
     assert json.loads(queue.get_run(store, run_id).config_json)["dataset_path"] == str(data.resolve())
     link = tmp_path / "model-link"
     link.symlink_to(tiny_model_dir, target_is_directory=True)
-    run_id = queue.submit_run(store, parse_config({"algorithm": "grpo", "model": "./model-link"}))
+    run_id = submit_run(store, parse_config({"algorithm": "grpo", "model": "./model-link"}))
     assert json.loads(queue.get_run(store, run_id).config_json)["model"] == str(Path(tiny_model_dir).resolve())
 
 
@@ -269,9 +270,9 @@ def test_allow_list_refuses_paths_outside_it(store, tmp_path, allowed, tiny_mode
     found = refused_at_submit(store, DPOConfig(dataset_path=str(allowed / "sneaky.jsonl")))["dataset_path"]
     assert "after following symlinks" in found
     inside = _bbq_file(allowed, {})
-    assert queue.submit_run(store, DPOConfig(dataset_path=str(inside)))
+    assert submit_run(store, DPOConfig(dataset_path=str(inside)))
     # Hub ids and the embedded model are not paths on this machine.
-    assert queue.submit_run(store, parse_config({"algorithm": "grpo", "model": "HuggingFaceTB/SmolLM2-135M"}))
+    assert submit_run(store, parse_config({"algorithm": "grpo", "model": "HuggingFaceTB/SmolLM2-135M"}))
 
 
 def test_password_protected_web_app_takes_no_server_path_without_the_allow_list(store, tmp_path, monkeypatch):
@@ -290,7 +291,7 @@ def test_password_protected_web_app_takes_no_server_path_without_the_allow_list(
         {"name": "bias_rm", "weight": 1.0, "params": {"path": "/srv/reward-model"}}]})
     assert run_id is None and "password-protected" in problems["rewards.0.params"]
     # The CLI is the operator's door: no allow-list set, no limit.
-    assert queue.submit_run(store, DPOConfig(dataset_path=str(existing)))
+    assert submit_run(store, DPOConfig(dataset_path=str(existing)))
     # With the allow-list, the web app takes paths inside it.
     monkeypatch.setenv("STUDIO_DATA_DIRS", str(tmp_path))
     run_id, problems = forms.submit(store, {"algorithm": "dpo", "dataset_path": str(existing)})
@@ -351,7 +352,7 @@ def test_cli_unreadable_config_is_one_line(db_url, tmp_path, monkeypatch):
 
 def test_submit_time_checks_import_no_heavy_ml_packages(tmp_path):
     data = _bbq_file(tmp_path, {3: "{broken"})
-    code = ("import sys\nfrom db.session import Store\nfrom db.queue import submit_run\n"
+    code = ("import sys\nfrom db.session import Store\nfrom engine.submission import submit_run\n"
             "from engine.config import parse_config\n"
             f"store = Store('sqlite:///{tmp_path / 'x.db'}')\n"
             "submit_run(store, parse_config({'algorithm': 'dpo', 'dataset_path': %r}))\n"

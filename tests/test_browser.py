@@ -198,7 +198,7 @@ def test_new_user_flow(studio, page):
 
     # A finished comparison job (its rows inserted directly: the compare runner is the engine's business).
     from db.models import Run, RunStatus
-    from db.queue import submit_run
+    from engine.submission import submit_run
     from db.writes import write_comparison
     from engine.config import parse_config
 

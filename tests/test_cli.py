@@ -10,6 +10,7 @@ from db import queue
 from db.models import RunStatus
 from engine.config import SyntheticConfig
 from tests.helpers import run_cli
+from engine.submission import submit_run
 
 
 def env(db_url: str) -> dict:
@@ -68,7 +69,7 @@ def test_submit_run_and_watch_it_complete(db_url, tmp_path, store):
 
 
 def test_cancel_resume_clone_delete_through_the_cli(db_url, store):
-    run_id = queue.submit_run(store, SyntheticConfig(max_steps=3, n_val=100, n_test_states=100))
+    run_id = submit_run(store, SyntheticConfig(max_steps=3, n_val=100, n_test_states=100))
     assert "cancelled" in run_cli("cancel", str(run_id), env=env(db_url)).stdout
     assert_user_error(run_cli("cancel", str(run_id), env=env(db_url)), "already cancelled")
     assert run_cli("resume", str(run_id), env=env(db_url)).returncode == 0

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from db.models import ComparisonOutput, GroupStat, MetricPoint
-from db.queue import submit_run
 from engine.config import CompareConfig
 from engine.runs.compare import CompareRow, run_comparison, summarise
 from engine.runs.context import RunContext
+from engine.submission import submit_run
 
 
 class _P:

@@ -11,10 +11,10 @@ from sqlalchemy import func, select, text
 
 from db.migrate import current_revision
 from db.models import Base, GroupStat, MetricPoint, Run, RunStatus, Sample
-from db.queue import submit_run
 from db.session import Store
 from db.writes import truncate_after, write_step
 from engine.config import SyntheticConfig
+from engine.submission import submit_run
 
 
 def test_sqlite_pragmas_on_every_connection(store):
@@ -100,3 +100,19 @@ def test_timestamps_read_back_timezone_aware(store):
     with store.read() as s:
         assert s.get(Run, run_id).created_at.tzinfo is not None
         assert s.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_the_store_package_imports_nothing_of_the_engine():
+    """db/ is the layer both sides use: importing every module of it (queue, reads, writes, paths, the metric
+    contract) loads no engine module, so the store cannot pull in torch or the data loaders."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    modules = sorted(p.stem for p in (root / "db").glob("*.py") if p.stem != "__init__")
+    assert {"queue", "reads", "writes", "session", "paths", "metric_keys"} <= set(modules)
+    code = ("import sys\n" + "".join(f"import db.{m}\n" for m in modules) +
+            "print(sorted(m for m in sys.modules if m == 'engine' or m.startswith('engine.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

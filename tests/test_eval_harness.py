@@ -9,13 +9,13 @@ import torch
 from sqlalchemy import select
 
 from db.models import Evaluation, MetricPoint
-from db.queue import submit_run
 from db.writes import record_checkpoint
 from engine.config import ConfigError, EvalConfig, GRPOConfig
 from engine.evaluation.harness import (EvalSettings, balanced_sample, bbq_items, evaluate_cli, neutral_passages,
                                        show_cli)
 from engine.evaluation.models_ref import ModelRefError, parse_run_ref
 from engine.runs.context import RunContext
+from engine.submission import submit_run
 
 
 def _evaluations(store):

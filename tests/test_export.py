@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from db.queue import submit_run
 from db.writes import record_checkpoint
 from engine.config import GRPOConfig, SyntheticConfig
 from engine.export import ExportError, export_run
@@ -17,6 +16,7 @@ from engine.evaluation.models_ref import ModelRefError
 from engine.models.checkpoint import save_checkpoint
 from engine.models.loading import load_policy
 from engine.models.lora import LoraSettings
+from engine.submission import submit_run
 
 PROBE = [[1, 2, 3, 4, 5, 6]]
 

@@ -24,9 +24,10 @@ from db import queue
 from db.models import Checkpoint, Event, GroupStat, MetricPoint, Run, RunStatus
 from db.session import Store
 from engine.config import SyntheticConfig
-from engine.paths import run_folder
+from db.paths import run_folder
 from engine.run_process import EXIT_LEASE_LOST
 from tests.helpers import run_cli, start_engine, wait_for
+from engine.submission import submit_run
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux process control")
 
@@ -186,7 +187,7 @@ def progressing(store: Store, run_id: int, attempts: int, past: int = 0):
 
 @pytest.mark.slow
 def test_a_stopped_run_process_taken_over_by_a_new_engine_writes_nothing_when_continued(store, db_url):
-    rid = queue.submit_run(store, synthetic(1000))
+    rid = submit_run(store, synthetic(1000))
     with adopting_orphans():
         first = start_engine(db_url)
         try:
@@ -229,7 +230,7 @@ def test_a_stopped_run_process_taken_over_by_a_new_engine_writes_nothing_when_co
 
 @pytest.mark.slow
 def test_engine_and_run_process_killed_together_and_restarted_at_once_three_times(store, db_url):
-    rid = queue.submit_run(store, synthetic(1000))
+    rid = submit_run(store, synthetic(1000))
     seen = 0
     for attempt in range(1, 4):
         # The default 60 s stale window: the wait below is shorter, so recovery must not need it.
@@ -254,7 +255,7 @@ def test_engine_and_run_process_killed_together_and_restarted_at_once_three_time
 
 @pytest.mark.slow
 def test_cancel_resume_and_delete_of_orphaned_runs(store, db_url, studio_home):
-    rid = queue.submit_run(store, synthetic(100_000))
+    rid = submit_run(store, synthetic(100_000))
 
     def orphan(attempt: int) -> None:
         engine = start_engine(db_url)
@@ -295,7 +296,7 @@ def test_cancel_resume_and_delete_of_orphaned_runs(store, db_url, studio_home):
 
     # An orphan whose process still exists, stopped: cancelled once its heartbeat is stale, and when it is
     # continued it stops without writing.
-    zid = queue.submit_run(store, synthetic(100_000))
+    zid = submit_run(store, synthetic(100_000))
     with adopting_orphans():
         engine = start_engine(db_url)
         try:
@@ -321,10 +322,10 @@ def test_cancel_resume_and_delete_of_orphaned_runs(store, db_url, studio_home):
 @pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(store, db_url):
     cfg = synthetic(800, checkpoint_every=40)
-    reference = queue.submit_run(store, cfg)
+    reference = submit_run(store, cfg)
     assert run_cli("engine", "--once", "--db", db_url, "--poll", "0.2").returncode == 0
 
-    rid = queue.submit_run(store, cfg)
+    rid = submit_run(store, cfg)
     # 1) The engine dies alone: its run process is told (parent-death signal), finishes its step, checkpoints
     #    and puts the run back in the queue by itself, with no engine running.
     engine = start_engine(db_url)

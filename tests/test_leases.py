@@ -20,8 +20,9 @@ from db.models import (Checkpoint, ComparisonOutput, Evaluation, Event, MetricPo
 from db.queue import LeaseLost
 from db.session import Store
 from engine.config import SyntheticConfig
-from engine.paths import remove_run_files, run_export_cache, run_folder
+from db.paths import remove_run_files, run_export_cache, run_folder
 from engine.runs.context import RunContext
+from engine.submission import submit_run
 
 HOST = socket.gethostname()
 
@@ -33,7 +34,7 @@ def _dead_pid() -> int:
 
 
 def _claim(store: Store, worker_id: str = "w-test") -> Run:
-    queue.submit_run(store, SyntheticConfig(max_steps=5))
+    submit_run(store, SyntheticConfig(max_steps=5))
     run = queue.claim_next_run(store, worker_id)
     assert run is not None and run.lease
     return run
@@ -105,7 +106,7 @@ def test_the_right_lease_writes_until_the_run_is_taken_back(store):
 
 
 def test_writes_without_a_lease_keep_working_for_tools_and_tests(store):
-    rid = queue.submit_run(store, SyntheticConfig(max_steps=3))
+    rid = submit_run(store, SyntheticConfig(max_steps=3))
     writes.write_step(store, rid, 1, {"loss": 1.0})
     writes.truncate_after(store, rid, 0)
     assert queue.get_run(store, rid).last_step == 0
@@ -211,7 +212,7 @@ def test_an_engine_pid_that_is_now_ours_is_a_dead_engine(store):
 
 
 def test_a_reused_run_id_gets_a_new_folder_and_delete_removes_the_old_one(store, studio_home):
-    first = queue.submit_run(store, SyntheticConfig(max_steps=1))
+    first = submit_run(store, SyntheticConfig(max_steps=1))
     token = queue.get_run(store, first).folder_token
     folder = run_folder(first, token)
     (folder / "checkpoints" / "step-0000001").mkdir(parents=True)
@@ -219,7 +220,7 @@ def test_a_reused_run_id_gets_a_new_folder_and_delete_removes_the_old_one(store,
     (run_export_cache(first, token) / "step-0000001").mkdir(parents=True)
     queue.delete_run(store, first)
     assert not folder.exists() and not run_export_cache(first, token).exists()
-    second = queue.submit_run(store, SyntheticConfig(max_steps=1))
+    second = submit_run(store, SyntheticConfig(max_steps=1))
     assert second == first  # SQLite hands out the deleted id again...
     assert run_folder(second, queue.get_run(store, second).folder_token) != folder  # ...never its folder
 
@@ -228,7 +229,7 @@ def test_deleting_files_never_follows_a_symlink_out_of_the_studio_home(store, st
     outside = tmp_path / "outside"
     (outside / "keep").mkdir(parents=True)
     (outside / "keep" / "precious.bin").write_text("x")
-    rid = queue.submit_run(store, SyntheticConfig(max_steps=1))
+    rid = submit_run(store, SyntheticConfig(max_steps=1))
     folder = run_folder(rid, queue.get_run(store, rid).folder_token)
     folder.mkdir(parents=True)
     (folder / "linked").symlink_to(outside / "keep", target_is_directory=True)

@@ -1,4 +1,4 @@
-"""The metric contract (engine/metric_keys.py): every key and group field the app reads is one some runner promises,
+"""The metric contract (db/metric_keys.py): every key and group field the app reads is one some runner promises,
 and every runner writes what it promises, checked by running each algorithm for a step on the tiny model (or the
 synthetic experiment) and reading the store, down to the Runs table's "Reward" and "Worst group" columns."""
 
@@ -8,7 +8,7 @@ import fnmatch
 
 import pytest
 
-from engine import metric_keys as mk
+from db import metric_keys as mk
 from tests.runs_fixtures import grpo_config, metrics_by_step, preference_config, run_in_process
 
 PREFERENCE = ("dpo", "ipo", "is_dpo", "is_ipo", "gr_dpo", "gr_ipo")
@@ -34,7 +34,7 @@ def test_every_key_the_app_reads_is_promised_by_some_runner():
             else:
                 read.add(p)
     missing = read - promised
-    assert not missing, f"the app reads keys no runner promises in engine/metric_keys.py: {sorted(missing)}"
+    assert not missing, f"the app reads keys no runner promises in db/metric_keys.py: {sorted(missing)}"
     fields = {f for fs in mk.GROUP_FIELDS_WRITTEN.values() for f in fs}
     assert set(CHART_GROUP_FIELDS) <= fields and set(GROUP_FIELDS) == set(mk.GROUP_FIELDS)
 

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import insert, update
 
 from db.models import MetricPoint, Run, RunStatus, utcnow
-from db.queue import submit_run
 from db.reads import (DEFAULT_MAX_POINTS, bucket_width, common_metric_keys, comparison, comparison_summary,
                       group_series, metric_series, runs_overview, samples)
 from db.writes import write_comparison, write_step
 from engine.config import parse_config
+from engine.submission import submit_run
 
 
 def _run(store, steps=50):

@@ -122,7 +122,7 @@ def test_gr_ipo_in_process_logs_groups_and_reuses_the_reference_cache(store, tin
     assert benches == [("heldout_preference", 0), ("heldout_reward", 0), ("heldout_preference", 2),
                        ("heldout_reward", 2)]
     from db.queue import get_run
-    from engine.paths import run_folder
+    from db.paths import run_folder
 
     assert (run_folder(rid, get_run(store, rid).folder_token) / REF_CACHE).is_file()
 

@@ -15,6 +15,7 @@ import pytest
 from db import queue
 from db.models import RunStatus
 from engine.config import SyntheticConfig
+from engine.submission import submit_run
 from engine.supervise import Child, Supervisor
 from tests.helpers import ROOT, run_cli, studio_cmd, wait_for
 
@@ -72,7 +73,7 @@ def _start(db_url: str, *args: str) -> subprocess.Popen:
 
 
 def _long_run(store) -> int:
-    return queue.submit_run(store, SyntheticConfig(max_steps=200_000, checkpoint_every=0, n_val=200,
+    return submit_run(store, SyntheticConfig(max_steps=200_000, checkpoint_every=0, n_val=200,
                                                    n_test_states=200, name="long"))
 
 

@@ -20,6 +20,7 @@ from db.models import Checkpoint, GroupStat, MetricPoint, Run, RunStatus, utcnow
 from db.session import Store
 from engine.config import SyntheticConfig
 from tests.helpers import ROOT, run_cli, start_engine, wait_for
+from engine.submission import submit_run
 
 
 def synthetic(steps: int, **kw) -> SyntheticConfig:
@@ -46,7 +47,7 @@ def stop(proc: subprocess.Popen) -> str:
 
 
 def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
-    ids = [queue.submit_run(store, synthetic(1)) for _ in range(100)]
+    ids = [submit_run(store, synthetic(1)) for _ in range(100)]
     # Both processes start claiming only once both are ready (imports done, store open), so they really race for
     # the same rows even when a busy machine starts one of them seconds after the other.
     script = ("import sys, time, pathlib\nfrom db.session import Store\nfrom db import queue\n"
@@ -69,7 +70,7 @@ def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
 
 
 def test_queued_run_completes_with_metrics_every_step(store, db_url):
-    run_id = queue.submit_run(store, synthetic(12, checkpoint_every=5))
+    run_id = submit_run(store, synthetic(12, checkpoint_every=5))
     out = run_cli("engine", "--once", "--db", db_url)
     assert out.returncode == 0, out.stderr
     run = queue.get_run(store, run_id)
@@ -82,7 +83,7 @@ def test_queued_run_completes_with_metrics_every_step(store, db_url):
 
 
 def test_cancel_stops_a_running_run_at_a_step_boundary(store, db_url):
-    run_id = queue.submit_run(store, synthetic(100_000))
+    run_id = submit_run(store, synthetic(100_000))
     engine = start_engine(db_url)
     try:
         wait_for(lambda: queue.get_run(store, run_id).last_step >= 3, what="run to make progress")
@@ -99,10 +100,10 @@ def test_cancel_stops_a_running_run_at_a_step_boundary(store, db_url):
 
 def test_sigterm_finishes_the_step_requeues_and_resume_equals_uninterrupted(store, db_url):
     cfg = synthetic(300, checkpoint_every=1000, seed=3)
-    reference = queue.submit_run(store, cfg)
+    reference = submit_run(store, cfg)
     assert run_cli("engine", "--once", "--db", db_url).returncode == 0
 
-    run_id = queue.submit_run(store, cfg)
+    run_id = submit_run(store, cfg)
     engine = start_engine(db_url)
     wait_for(lambda: queue.get_run(store, run_id).last_step >= 5, what="run to make progress")
     engine.send_signal(signal.SIGTERM)  # once: a second signal means "stop now" and kills the step
@@ -124,7 +125,7 @@ def test_sigterm_finishes_the_step_requeues_and_resume_equals_uninterrupted(stor
 
 
 def test_sigkill_of_the_run_process_is_recorded_and_the_worker_survives(store, db_url):
-    victim = queue.submit_run(store, synthetic(100_000))
+    victim = submit_run(store, synthetic(100_000))
     engine = start_engine(db_url)
     try:
         wait_for(lambda: queue.get_run(store, victim).last_step >= 2, what="run to start")
@@ -133,7 +134,7 @@ def test_sigkill_of_the_run_process_is_recorded_and_the_worker_survives(store, d
         wait_for(lambda: status(store, victim) == RunStatus.failed, what="failure to be recorded")
         assert "SIGKILL" in queue.get_run(store, victim).error
         assert engine.poll() is None
-        after = queue.submit_run(store, synthetic(3))
+        after = submit_run(store, synthetic(3))
         wait_for(lambda: status(store, after) == RunStatus.completed, what="next run to complete")
     finally:
         stop(engine)
@@ -146,7 +147,7 @@ def _make_stale(store: Store, run_id: int) -> None:
 
 
 def test_stale_run_is_marked_failed_with_the_reason(store, db_url):
-    run_id = queue.submit_run(store, synthetic(3))
+    run_id = submit_run(store, synthetic(3))
     _make_stale(store, run_id)
     assert run_cli("engine", "--once", "--recover", "fail", "--db", db_url).returncode == 0
     run = queue.get_run(store, run_id)
@@ -154,7 +155,7 @@ def test_stale_run_is_marked_failed_with_the_reason(store, db_url):
 
 
 def test_stale_run_is_requeued_and_resumes_from_its_checkpoint(store, db_url):
-    run_id = queue.submit_run(store, synthetic(60, checkpoint_every=5))
+    run_id = submit_run(store, synthetic(60, checkpoint_every=5))
     engine = start_engine(db_url)
     wait_for(lambda: queue.latest_checkpoint(store, run_id) is not None, what="a checkpoint")
     engine.kill()  # the whole engine dies without a word: its child keeps going until we kill it too
@@ -174,7 +175,7 @@ def test_stale_run_is_requeued_and_resumes_from_its_checkpoint(store, db_url):
 
 
 def test_readers_never_see_database_is_locked_while_the_worker_writes(store, db_url):
-    run_id = queue.submit_run(store, synthetic(100_000))
+    run_id = submit_run(store, synthetic(100_000))
     engine = start_engine(db_url)
     errors: list[BaseException] = []
     reads = 0
@@ -198,7 +199,7 @@ def test_readers_never_see_database_is_locked_while_the_worker_writes(store, db_
         for t in threads:
             t.start()
         for _ in range(20):  # a second writer (the app submitting runs) at the same time
-            queue.submit_run(store, synthetic(1))
+            submit_run(store, synthetic(1))
             time.sleep(0.1)
         time.sleep(2)
         stop_reading.set()

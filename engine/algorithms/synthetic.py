@@ -58,7 +58,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
 
-from engine import metric_keys as mk
+from db import metric_keys as mk
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -2,7 +2,7 @@
 
 Accepted: "embedded:smollm2-135m-instruct", a local HF folder, a hub id, "run:ID" or a bare run id. A run
 reference means that run's latest checkpoint (or a given step); it is exported once, merged, to
-$STUDIO_HOME/exports/run-ID-TOKEN/step-N (engine.paths.run_export_cache) and reused, so evaluating or
+$STUDIO_HOME/exports/run-ID-TOKEN/step-N (db.paths.run_export_cache) and reused, so evaluating or
 comparing a run twice costs one export.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from db.queue import QueueError, get_run
 from db.session import Store
-from engine.paths import run_export_cache
+from db.paths import run_export_cache
 
 _DONE = ".export-complete"
 NO_MODEL_ALGORITHMS = {"synthetic": "a synthetic experiment", "compare": "a comparison job", "eval": "an evaluation job"}

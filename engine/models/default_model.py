@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from engine.paths import studio_home
+from db.paths import studio_home
 
 DEFAULT_MODEL_ID = "embedded:smollm2-135m-instruct"
 EMBEDDED_PREFIX = "embedded:"

@@ -25,7 +25,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from engine.paths import studio_home
+from db.paths import studio_home
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 MANIFEST = "manifest.json"

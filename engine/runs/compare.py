@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine import metric_keys as mk
+from db import metric_keys as mk
 from engine.config import CompareConfig
 from engine.runs.context import RunContext
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from db import queue, writes
 from db.session import Store
-from engine.paths import run_folder
+from db.paths import run_folder
 
 StopReason = Literal["cancel", "shutdown"]
 

@@ -37,7 +37,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine import metric_keys as mk
+from db import metric_keys as mk
 from engine.runs.context import RunContext
 from engine.runs.train_common import (
     BatchSchedule,

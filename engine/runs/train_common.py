@@ -715,7 +715,7 @@ def record_heldout(ctx: RunContext, step: int, metrics: dict[str, float], heldou
 def heldout_val_metrics(metrics: dict[str, float], heldout: HeldoutSet) -> dict[str, float]:
     """The step metrics of one held-out evaluation (``heldout_reward_eval``'s result): the average reward and the
     worst group's mean reward (groups with no scorable completion left out), under the metric contract's keys."""
-    from engine import metric_keys as mk
+    from db import metric_keys as mk
 
     if not metrics:
         return {}
