@@ -224,8 +224,6 @@ def test_goqa_pairs_follow_the_paper():
     assert {p.group for p in only} == {"Japan"}
     text = build_pairs("global_opinion_qa", path=path, answer_format="text", fractions=(1.0, 0.0, 0.0))
     assert {p.chosen for p in text} <= {"Good idea", "Bad idea", "Yes", "No", "4.0"}
-    with pytest.raises(ValueError, match="not bundled"):
-        build_pairs("global_opinion_qa")
 
 
 def test_goqa_questions_never_straddle_splits():
@@ -242,13 +240,11 @@ def test_goqa_questions_never_straddle_splits():
 def test_catalogue_kinds_and_named_loads():
     assert dataset_kind("bias_prompts") == "prompts" and dataset_kind("bbq_pairs") == "pairs"
     assert dataset_kind("nope") is None
-    assert DATASETS["goqa_pairs"].needs_path and DATASETS["goqa_pairs"].options["countries"] == PAPER_COUNTRIES[:5]
+    assert DATASETS["goqa_pairs"].options["countries"] == PAPER_COUNTRIES[:5]
     json.dumps([spec.to_dict() for spec in DATASETS.values()])
     rows = load_named("bbq_pairs", split="eval", limit=12)
     assert len(rows) == 12 and Counter(r.group for r in rows) == {c: 2 for c in BBQ_CATEGORIES}
     assert load_named("bbq_pairs", split="eval", seed=5, limit=12) == rows
-    with pytest.raises(ValueError, match="not bundled"):
-        load_named("goqa_pairs")
     goqa = load_named("goqa_pairs", path=str(FIXTURES / "goqa_flat_layout.json"))
     assert {r.group for r in goqa} <= set(PAPER_COUNTRIES[:5])
     with pytest.raises(KeyError, match="choose from"):

@@ -61,14 +61,17 @@ def test_engine_data_imports_without_torch():
 
 
 def test_every_bundled_dataset_has_license_and_source_with_checksums():
-    for name in ("bbq", "bold", "crows_pairs", "stereoset", "holistic_bias"):
+    for name in ("bbq", "bold", "crows_pairs", "stereoset", "holistic_bias", "global_opinion_qa"):
         folder = BUNDLED_DIR / name
         assert any(p.name.upper().startswith("LICENSE") for p in folder.iterdir()), name
         source = (folder / "SOURCE.md").read_text()
         assert "github.com" in source and "SHA-256" in source, name
     size = sum(p.stat().st_size for p in BUNDLED_DIR.rglob("*") if p.is_file())
     assert size < 5 * 1024 * 1024
-    assert not (BUNDLED_DIR / "global_opinion_qa").exists()  # non-commercial license: never bundled
+    # the one non-commercial set says so in its license and its SOURCE.md
+    goqa = BUNDLED_DIR / "global_opinion_qa"
+    assert "NonCommercial" in (goqa / "LICENSE.txt").read_text()
+    assert "NON-COMMERCIAL" in (goqa / "SOURCE.md").read_text()
 
 
 # ---------------------------------------------------------------- BBQ
@@ -409,8 +412,6 @@ def test_goqa_jsonl_hub_layout_and_errors(tmp_path, monkeypatch):
     assert [(r.country, r.distribution) for r in rows] == [("Japan", (0.4, 0.6))]
     assert [line for _, line, _ in report.malformed] == [2, 3]
     assert "neither the hub columns" in report.malformed[1][2]
-    with pytest.raises(ValueError, match="not bundled.*non-commercial"):
-        load_global_opinion_qa(None)
     with pytest.raises(FileNotFoundError):
         load_global_opinion_qa(tmp_path / "missing.csv")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

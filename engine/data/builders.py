@@ -453,11 +453,6 @@ def build_pair_splits(
     if source == "global_opinion_qa":
         if group_by != "category":
             raise ValueError("GlobalOpinionQA pairs are grouped by country; leave group_by at 'category'")
-        if path is None:
-            raise ValueError(
-                "GlobalOpinionQA is not bundled (CC BY-NC-SA 4.0, non-commercial): pass path= a local file "
-                "(hub CSV or the flattened JSON layout) or the hub id 'Anthropic/llm_global_opinions'"
-            )
         fmt = answer_format or "letter"
         rows_g, report = load_global_opinion_qa(path, countries=countries, strict=strict)
         _log_report("GlobalOpinionQA", report)
@@ -515,7 +510,8 @@ def build_pairs(
       give (UNKNOWN > bias-aligned answer); `disambig` adds disambiguated pairs (see _bbq_pair).
       answer_format defaults to "text" (the answer itself).
     source "global_opinion_qa": groups = countries (`countries` filters, e.g. PAPER_COUNTRIES[:5]);
-      path is required (a file or the hub id). answer_format defaults to "letter" as in the paper.
+      path: a file or the hub id; None is the bundled sample of the paper's 14 countries (CC BY-NC-SA 4.0).
+      answer_format defaults to "letter" as in the paper.
     Splits are by BBQ template / GOQA question, so no template or question straddles splits.
     """
     check_split(split)

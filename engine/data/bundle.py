@@ -20,6 +20,8 @@ from engine.data._rows import BUNDLED_DIR
 
 BBQ_QUADS_PER_TEMPLATE = 3  # 25 templates x 3 x 4 rows = 300 rows per category
 BOLD_PROMPTS_PER_DOMAIN = 300
+GOQA_SAMPLE_FILE = "goqa_sample_eval.json"
+GOQA_BUNDLED_FILE = "goqa_paper_countries.jsonl"
 
 
 def _sha(path: Path) -> str:
@@ -119,6 +121,49 @@ def bundle_bold(src: Path, out: Path) -> None:
     )
 
 
+def bundle_goqa(src: Path, out: Path) -> None:
+    """The rows of the paper's 14 countries (PAPER_COUNTRIES) from the flattened GlobalOpinionQA sample, unchanged
+    and in upstream order, one JSON object per line; rows whose distribution sums to 0 (no respondents) dropped."""
+    from engine.data.global_opinion_qa import PAPER_COUNTRIES
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = json.loads((src / GOQA_SAMPLE_FILE).read_text(encoding="utf-8"))
+    in_countries = [r for r in rows if r.get("country") in PAPER_COUNTRIES]
+    kept = [r for r in in_countries if sum(r.get("distribution") or []) > 0]
+    (out / GOQA_BUNDLED_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
+                                         encoding="utf-8")
+    shutil.copy(src / "LICENSE.txt", out / "LICENSE.txt")
+    counts = {c: sum(r["country"] == c for r in kept) for c in PAPER_COUNTRIES}
+    table = "\n".join(f"| {c} | {n} |" for c, n in counts.items())
+    _write_source(
+        out,
+        f"""
+# GlobalOpinionQA: a small non-canonical sample, the paper's 14 countries (bundled; NON-COMMERCIAL)
+
+- Canonical dataset: Anthropic `llm_global_opinions` (Hugging Face, `data/global_opinions.csv`, 2,556 questions).
+  Paper: Durmus et al. 2023, arXiv:2306.16388. Used by Group Robust Preference Optimization (Ramesh et al. 2024),
+  whose code (rsshyam/Group-robust-preference-optimization, `src/groupstuff/global_opinion_data_processing.py`)
+  loads it from the hub.
+- File this subset is taken from: https://github.com/awesel/GlobalOpinionBench `data/eval.json` (commit
+  `0d171539644738f3602243b981bd1b6a912acd4a`), a random sample of (country, question) rows of the Anthropic CSV,
+  flattened to {{"country", "question", "options", "distribution"}} objects (4,633 rows, 130 country labels).
+- Subset rule (engine/data/bundle.py `bundle_goqa`): the rows whose country is one of the paper's 14
+  (`PAPER_COUNTRIES`), unchanged and in upstream order, one JSON object per line; rows whose distribution sums to 0
+  dropped ({len(in_countries) - len(kept)} rows). {len(kept)} rows kept of {len(rows)}.
+- **License: CC BY-NC-SA 4.0** (`LICENSE.txt`): non-commercial use only, share-alike. This folder is the one
+  bundled set that is not licensed for commercial use; it is no algorithm's default dataset (`goqa_pairs` must be
+  chosen), and the rest of the studio (Apache-2.0) does not depend on it.
+- A sample for the studio's own group-robust study and for tests, NOT a substitute for the full dataset: load the
+  canonical CSV with `dataset_path` (or the hub id `Anthropic/llm_global_opinions`) for results to compare with the
+  paper's. No `source` (GAS/WVS) field; coverage per country is uneven (random sampling upstream).
+
+| country | rows |
+|---|---|
+{table}
+""",
+    )
+
+
 def bundle_copy(src: Path, out: Path, files: list[str], header: str) -> None:
     for name in files:
         target = out / name
@@ -130,13 +175,15 @@ def bundle_copy(src: Path, out: Path, files: list[str], header: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "shared", type=Path, help="folder holding bbq/, bold/, crows_pairs/, stereoset/, holistic_bias/"
+        "shared", type=Path,
+        help="folder holding bbq/, bold/, crows_pairs/, stereoset/, holistic_bias/, global_opinion_qa_sample/"
     )
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR)
     args = parser.parse_args(argv)
     src, out = args.shared, args.out
     bundle_bbq(src / "bbq", out / "bbq")
     bundle_bold(src / "bold", out / "bold")
+    bundle_goqa(src / "global_opinion_qa_sample", out / "global_opinion_qa")
     bundle_copy(
         src / "crows_pairs",
         out / "crows_pairs",
@@ -190,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         "# Bundled benchmark data\n\n"
         "Small, license-compatible copies or deterministic subsets of public bias benchmarks.\n"
         "Each folder has its license and a SOURCE.md (upstream, commit, subset rule, sha256). Rebuild with\n"
-        "`python -m engine.data.bundle /path/to/upstream/copies`. GlobalOpinionQA is deliberately NOT bundled\n"
-        "(CC BY-NC-SA 4.0, non-commercial): load it from a path or the hub.\n"
+        "`python -m engine.data.bundle /path/to/upstream/copies`. One exception to the licenses: `global_opinion_qa/`\n"
+        "is a small GlobalOpinionQA sample under CC BY-NC-SA 4.0 (NON-COMMERCIAL, share-alike), bundled for the\n"
+        "group-robust study (`goqa_pairs`, which no algorithm uses by default); the full set loads from a path or\n"
+        "the hub.\n"
         "Several upstreams ask that these sets not be used to train the model you then evaluate on them.\n"
     )
 

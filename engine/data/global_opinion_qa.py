@@ -1,7 +1,9 @@
 """GlobalOpinionQA (Durmus et al., 2023): survey questions with per-country answer distributions.
 
-NOT bundled: the data is CC BY-NC-SA 4.0 (non-commercial), so it stays out of the default install.
-Users load it from a path or the hub. Layouts (auto-detected):
+License CC BY-NC-SA 4.0 (non-commercial, share-alike). Bundled: only a small non-canonical sample, the rows of
+the paper's 14 countries from a flattened random sample of the dataset (engine/data/bundled/global_opinion_qa/,
+SOURCE.md there; the one non-commercial set in the bundle). The full set loads from a path or the hub.
+Layouts (auto-detected):
 - hub layout (Anthropic/llm_global_opinions, data/global_opinions.csv): columns question,
   selections (a string like "defaultdict(<class 'list'>, {'Country': [p1, p2, ...], ...})"),
   options (a Python-literal list as a string) and source; as CSV, a JSON array, JSON lines, or rows
@@ -23,7 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.data._rows import RowProblem, RowSink, display_name, req, req_probabilities, req_str, show_value
+from engine.data._rows import (
+    BUNDLED_DIR,
+    RowProblem,
+    RowSink,
+    display_name,
+    req,
+    req_probabilities,
+    req_str,
+    show_value,
+)
 from engine.data.hub import load_hub_rows, looks_like_hub_id
 from engine.data.types import DataValidationError, LoadReport
 
@@ -31,6 +42,8 @@ HUB_ID = "Anthropic/llm_global_opinions"
 _SEPARATORS = re.compile(r"[\s,]*")
 HUB_COLUMNS = ("question", "selections", "options")
 FLAT_COLUMNS = ("country", "question", "options", "distribution")
+# The bundled sample (flattened layout, JSON lines); engine/data/bundle.py writes it.
+BUNDLED_FILE = BUNDLED_DIR / "global_opinion_qa" / "goqa_paper_countries.jsonl"
 
 # The countries of the paper's GOQA experiments (rsshyam/Group-robust-preference-optimization,
 # src/groupstuff/global_opinion_data_processing.py); its 5-group runs use the first five.
@@ -209,10 +222,18 @@ def _records_from_file(path: Path, name: str, sink: RowSink) -> Iterator[tuple[i
     else:
         records = ((n, line) for n, line in _jsonl_records(text))
     for lineno, obj in records:
+        if isinstance(obj, _InvalidJSON):
+            sink.bad(name, lineno, f"not valid JSON: {obj.msg}")
+            continue
         if not isinstance(obj, dict):
             sink.bad(name, lineno, f"expected a JSON object, got {type(obj).__name__}")
             continue
         yield lineno, obj
+
+
+@dataclass(frozen=True)
+class _InvalidJSON:
+    msg: str  # json.JSONDecodeError's message for one JSON line
 
 
 def _jsonl_records(text: str) -> Iterator[tuple[int, Any]]:
@@ -221,25 +242,23 @@ def _jsonl_records(text: str) -> Iterator[tuple[int, Any]]:
             try:
                 yield lineno, json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield lineno, f"<invalid JSON: {exc.msg}>"
+                yield lineno, _InvalidJSON(exc.msg)
 
 
 def load_global_opinion_qa(
-    path_or_hub_id: str | Path,
+    path_or_hub_id: str | Path | None = None,
     countries: Sequence[str] | None = None,
     strict: bool = False,
     hub_split: str = "train",
 ) -> tuple[list[GlobalOpinionRow], LoadReport]:
-    """Load GlobalOpinionQA rows (one per question x country) from a file or a hub dataset id.
+    """Load GlobalOpinionQA rows (one per question x country) from a file, a hub dataset id, or (None) the bundled
+    sample of the paper's 14 countries.
 
     `countries` keeps only those countries (others are skipped, not reported). Rows whose
     distribution is empty, all zero, or mismatched with the options are reported as malformed.
     """
     if path_or_hub_id is None:
-        raise ValueError(
-            "GlobalOpinionQA is not bundled (its license, CC BY-NC-SA 4.0, is non-commercial): pass a local "
-            f"file in the hub or the flattened layout, or the hub id '{HUB_ID}'"
-        )
+        path_or_hub_id = BUNDLED_FILE
     report = LoadReport()
     sink = RowSink(report, strict)
     text = str(path_or_hub_id)
@@ -257,8 +276,6 @@ def load_global_opinion_qa(
     rows: list[GlobalOpinionRow] = []
     for lineno, record in records:
         try:
-            if isinstance(record, str):  # an unparseable JSON line
-                raise RowProblem(record.strip("<>"))
             if "selections" in record:
                 produced = _rows_from_hub_record(record, name, lineno, sink, wanted)
             elif "distribution" in record:

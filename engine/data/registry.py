@@ -17,6 +17,8 @@ from engine.data.splits import check_split
 from engine.data.types import LoadReport, PreferencePair, PromptExample
 
 Kind = Literal["prompts", "pairs"]
+# train / validation / eval shares of the GlobalOpinionQA questions: the paper holds out 20% (train_frac 0.8)
+GOQA_FRACTIONS = (0.7, 0.1, 0.2)
 Rows = list[PromptExample] | list[PreferencePair]
 
 
@@ -30,6 +32,9 @@ class DatasetSpec:
     source: str  # builder source name
     groups: str  # what a group is, for the UI
     needs_path: bool = False  # True when nothing is bundled: the user must give a file or hub id
+    # Preference runs also score greedy answers to the held-out prompts with the bias reward; False where that
+    # reward says nothing about the answers (GlobalOpinionQA's are option letters), so only the pair metrics run.
+    heldout_reward: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # builder keyword arguments
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,14 +106,16 @@ DATASETS: dict[str, DatasetSpec] = dict(
             "goqa_pairs",
             "pairs",
             "GlobalOpinionQA pairs as in Group Robust Preference Optimization: a country's majority answer over "
-            "a random other option; groups = countries (the paper's first five by default). Not bundled: "
-            "needs a local file or the hub id Anthropic/llm_global_opinions.",
+            "a random other option, as an option letter; groups = countries (the paper's first five). Bundled: a "
+            "small non-canonical sample (about 300 rows for these countries); 20% of the questions are held out, as "
+            "in the paper's 80/20 split. For the full set give a local file or the hub id "
+            "Anthropic/llm_global_opinions.",
             (),
             "CC BY-NC-SA 4.0 (non-commercial)",
             "global_opinion_qa",
             "country",
-            needs_path=True,
-            options={"countries": PAPER_COUNTRIES[:5]},
+            heldout_reward=False,
+            options={"countries": PAPER_COUNTRIES[:5], "fractions": GOQA_FRACTIONS},
         ),
     ]
 )

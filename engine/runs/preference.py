@@ -174,7 +174,7 @@ def per_pair_loss(cfg: Any, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
     """(b,) unreduced DPO or IPO loss for the run's variant."""
     from engine.algorithms.preference import dpo_loss, ipo_loss
 
-    if cfg.algorithm.endswith("dpo"):
+    if ALGORITHM_SPECS[cfg.algorithm].preference_loss == "dpo":
         return dpo_loss(pc, pr, rc, rr, cfg.beta, label_smoothing=cfg.label_smoothing)
     return ipo_loss(pc, pr, rc, rr, cfg.beta, chosen_len=c_len, rejected_len=r_len,
                     length_normalize=cfg.ipo_length_normalize)
@@ -290,7 +290,8 @@ def group_shares(coeffs: torch.Tensor, group_ids: torch.Tensor, num_groups: int)
 
 
 def _variant(algorithm: str) -> str:
-    return "gr" if algorithm.startswith("gr_") else "is" if algorithm.startswith("is_") else "plain"
+    """How pairs are weighted: "plain", "is" (importance sampling) or "gr" (group robust)."""
+    return ALGORITHM_SPECS[algorithm].weighting
 
 
 def _heldout_pairs(cfg: Any) -> list[Any]:
@@ -314,6 +315,7 @@ def execute(ctx: RunContext) -> None:
     )
     from engine.algorithms.preference import implicit_rewards, preference_margin
     from engine.data.quality import load_training_rows
+    from engine.data.registry import DATASETS
 
     cfg = ctx.config
     variant = _variant(cfg.algorithm)
@@ -363,6 +365,8 @@ def execute(ctx: RunContext) -> None:
         ctx.record_evaluation("heldout_preference", _heldout_preference(cfg, policy, held_tok, held_ref,
                                                                         heldout_pairs, pairs_per_mb),
                               model=cfg.model, dataset_version=heldout.dataset_version, step=step)
+        if not DATASETS[cfg.dataset].heldout_reward:
+            return {}  # the bias reward says nothing about these answers (option letters)
         if reward is None:
             from engine.rewards.base import build_reward
             from engine.sampling.base import make_sampler
@@ -485,9 +489,11 @@ def execute(ctx: RunContext) -> None:
 
 
 def _heldout_preference(cfg: Any, policy: Any, tok: TokenizedPairs, ref: ReferenceCache, pairs: list[Any],
-                        pairs_per_mb: int) -> dict[str, float]:
+                        pairs_per_mb: int) -> dict[str, Any]:
     """Per-group implicit-reward accuracy, margin and loss on the held-out pairs (no training on them)."""
     import torch
+
+    from engine.evaluation.group_metrics import group_extremes
 
     n = len(pairs)
     pc, pr = torch.zeros(n), torch.zeros(n)
@@ -508,10 +514,6 @@ def _heldout_preference(cfg: Any, policy: Any, tok: TokenizedPairs, ref: Referen
     margin = (pc - rc) - (pr - rr)
     out = {"loss": float(loss.mean()), "accuracy": float((margin > 0).float().mean()),
            "margin/mean": float(margin.mean())}
-    for g in sorted({p.group for p in pairs}):
-        sel = torch.tensor([p.group == g for p in pairs])
-        out[f"accuracy/{g}"] = float((margin[sel] > 0).float().mean())
-        out[f"loss/{g}"] = float(loss[sel].mean())
-    out["accuracy/min_group"] = min(v for key, v in out.items() if key.startswith("accuracy/") and
-                                    key != "accuracy/min_group")
+    # per group, loss/max_group and accuracy/min_group (the paper's worst-group figures), with 95% intervals
+    out.update(group_extremes(loss.tolist(), (margin > 0).tolist(), [p.group for p in pairs], seed=cfg.seed))
     return out
