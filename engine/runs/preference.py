@@ -174,7 +174,7 @@ def per_pair_loss(cfg: Any, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
     """(b,) unreduced DPO or IPO loss for the run's variant."""
     from engine.algorithms.preference import dpo_loss, ipo_loss
 
-    if ALGORITHM_SPECS[cfg.algorithm].preference_loss == "dpo":
+    if cfg.algorithm.endswith("dpo"):
         return dpo_loss(pc, pr, rc, rr, cfg.beta, label_smoothing=cfg.label_smoothing)
     return ipo_loss(pc, pr, rc, rr, cfg.beta, chosen_len=c_len, rejected_len=r_len,
                     length_normalize=cfg.ipo_length_normalize)
@@ -290,8 +290,7 @@ def group_shares(coeffs: torch.Tensor, group_ids: torch.Tensor, num_groups: int)
 
 
 def _variant(algorithm: str) -> str:
-    """How pairs are weighted: "plain", "is" (importance sampling) or "gr" (group robust)."""
-    return ALGORITHM_SPECS[algorithm].weighting
+    return "gr" if algorithm.startswith("gr_") else "is" if algorithm.startswith("is_") else "plain"
 
 
 def _heldout_pairs(cfg: Any) -> list[Any]:
