@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Union
@@ -450,24 +451,47 @@ class EvalConfig(BaseRunConfig):
     _models = field_validator("model")(CompareConfig._models.__func__)  # type: ignore[attr-defined]
 
 
-RunConfig = Annotated[
-    Union[GRPOConfig, GroupRobustGRPOConfig, DPOConfig, IPOConfig, ISDPOConfig, ISIPOConfig, GRDPOConfig, GRIPOConfig,
-          SyntheticConfig, CompareConfig, EvalConfig],
-    Field(discriminator="algorithm"),
-]
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One kind of run: its config class, the label the app shows, the module whose ``execute(ctx)`` runs it
+    (imported lazily), whether it trains a model (its runs can be compared and evaluated), and for the
+    preference family its loss ("dpo" | "ipo") and pair weighting ("plain" | "is" | "gr"). The config union,
+    CONFIG_CLASSES, ALGORITHM_LABELS, TRAINING_ALGORITHMS and engine.runs.RUNNERS all derive from ALGORITHMS:
+    adding an algorithm is a config class and one entry here."""
+
+    config: type[BaseRunConfig]
+    label: str
+    runner: str
+    trains: bool = True
+    preference_loss: str | None = None
+    weighting: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.model_fields["algorithm"].default
+
+
+ALGORITHMS: tuple[AlgorithmSpec, ...] = (
+    AlgorithmSpec(GRPOConfig, "BiasGRPO", "engine.runs.grpo"),
+    AlgorithmSpec(GroupRobustGRPOConfig, "Group-robust GRPO", "engine.runs.grpo"),
+    AlgorithmSpec(DPOConfig, "DPO", "engine.runs.preference", preference_loss="dpo", weighting="plain"),
+    AlgorithmSpec(IPOConfig, "IPO", "engine.runs.preference", preference_loss="ipo", weighting="plain"),
+    AlgorithmSpec(ISDPOConfig, "IS-DPO", "engine.runs.preference", preference_loss="dpo", weighting="is"),
+    AlgorithmSpec(ISIPOConfig, "IS-IPO", "engine.runs.preference", preference_loss="ipo", weighting="is"),
+    AlgorithmSpec(GRDPOConfig, "GR-DPO", "engine.runs.preference", preference_loss="dpo", weighting="gr"),
+    AlgorithmSpec(GRIPOConfig, "GR-IPO", "engine.runs.preference", preference_loss="ipo", weighting="gr"),
+    AlgorithmSpec(SyntheticConfig, "Synthetic (group-robust paper)", "engine.runs.synthetic"),
+    AlgorithmSpec(CompareConfig, "Comparison", "engine.runs.compare", trains=False),
+    AlgorithmSpec(EvalConfig, "Evaluation", "engine.runs.evaluate", trains=False),
+)
+ALGORITHM_SPECS: dict[str, AlgorithmSpec] = {spec.name: spec for spec in ALGORITHMS}
+
+RunConfig = Annotated[Union[tuple(spec.config for spec in ALGORITHMS)], Field(discriminator="algorithm")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(RunConfig)
 
-CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {
-    "grpo": GRPOConfig, "gr_grpo": GroupRobustGRPOConfig, "dpo": DPOConfig, "ipo": IPOConfig,
-    "is_dpo": ISDPOConfig, "is_ipo": ISIPOConfig, "gr_dpo": GRDPOConfig, "gr_ipo": GRIPOConfig,
-    "synthetic": SyntheticConfig, "compare": CompareConfig, "eval": EvalConfig,
-}
-ALGORITHM_LABELS = {
-    "grpo": "BiasGRPO", "gr_grpo": "Group-robust GRPO", "dpo": "DPO", "ipo": "IPO", "is_dpo": "IS-DPO",
-    "is_ipo": "IS-IPO", "gr_dpo": "GR-DPO", "gr_ipo": "GR-IPO", "synthetic": "Synthetic (group-robust paper)",
-    "compare": "Comparison", "eval": "Evaluation",
-}
-TRAINING_ALGORITHMS = tuple(a for a in CONFIG_CLASSES if a not in ("compare", "eval"))
+CONFIG_CLASSES: dict[str, type[BaseRunConfig]] = {name: spec.config for name, spec in ALGORITHM_SPECS.items()}
+ALGORITHM_LABELS: dict[str, str] = {name: spec.label for name, spec in ALGORITHM_SPECS.items()}
+TRAINING_ALGORITHMS = tuple(name for name, spec in ALGORITHM_SPECS.items() if spec.trains)
 
 
 def _short(value: Any) -> str:

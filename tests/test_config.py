@@ -115,3 +115,25 @@ def test_config_and_app_import_no_heavy_ml_packages():
             "print(heavy); sys.exit(1 if heavy else 0)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_one_algorithm_spec_per_algorithm_derives_every_table():
+    """engine.config.ALGORITHMS is the one list: the config union parses each spec's algorithm into its class,
+    and CONFIG_CLASSES, ALGORITHM_LABELS, TRAINING_ALGORITHMS and engine.runs.RUNNERS list exactly the specs, each
+    runner a module with execute() (checked by file, so no torch is imported here)."""
+    import importlib.util
+
+    from engine.config import ALGORITHM_LABELS, ALGORITHM_SPECS, ALGORITHMS, TRAINING_ALGORITHMS
+    from engine.runs import RUNNERS
+
+    names = [spec.name for spec in ALGORITHMS]
+    assert len(set(names)) == len(names) == 11
+    assert list(CONFIG_CLASSES) == list(ALGORITHM_LABELS) == list(RUNNERS) == list(ALGORITHM_SPECS) == names
+    assert set(TRAINING_ALGORITHMS) == set(names) - {"compare", "eval"}
+    for spec in ALGORITHMS:
+        assert type(parse_config({"algorithm": spec.name})) is spec.config
+        source = importlib.util.find_spec(RUNNERS[spec.name]).origin
+        assert "\ndef execute(" in open(source).read(), spec.runner
+    prefs = {s.name: (s.preference_loss, s.weighting) for s in ALGORITHMS if s.preference_loss}
+    assert prefs == {"dpo": ("dpo", "plain"), "ipo": ("ipo", "plain"), "is_dpo": ("dpo", "is"),
+                     "is_ipo": ("ipo", "is"), "gr_dpo": ("dpo", "gr"), "gr_ipo": ("ipo", "gr")}

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db import metric_keys as mk
+from engine.config import ALGORITHM_SPECS
 from engine.runs.context import RunContext
 from engine.runs.train_common import (
     BatchSchedule,
@@ -174,7 +175,7 @@ def per_pair_loss(cfg: Any, pc: torch.Tensor, pr: torch.Tensor, rc: torch.Tensor
     """(b,) unreduced DPO or IPO loss for the run's variant."""
     from engine.algorithms.preference import dpo_loss, ipo_loss
 
-    if cfg.algorithm.endswith("dpo"):
+    if ALGORITHM_SPECS[cfg.algorithm].preference_loss == "dpo":
         return dpo_loss(pc, pr, rc, rr, cfg.beta, label_smoothing=cfg.label_smoothing)
     return ipo_loss(pc, pr, rc, rr, cfg.beta, chosen_len=c_len, rejected_len=r_len,
                     length_normalize=cfg.ipo_length_normalize)
@@ -290,7 +291,8 @@ def group_shares(coeffs: torch.Tensor, group_ids: torch.Tensor, num_groups: int)
 
 
 def _variant(algorithm: str) -> str:
-    return "gr" if algorithm.startswith("gr_") else "is" if algorithm.startswith("is_") else "plain"
+    """How pairs are weighted: "plain", "is" (importance sampling) or "gr" (group robust)."""
+    return ALGORITHM_SPECS[algorithm].weighting
 
 
 def _heldout_pairs(cfg: Any) -> list[Any]:
