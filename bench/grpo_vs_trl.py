@@ -12,7 +12,8 @@
    on a ``TrainBatch`` (``forward_logprobs`` -> ``grpo_loss`` with the batch's normalizer, micro-batched, clip and
    step; the step is SGD with learning rate 0 so the gradient norm is read before anything moves). The losses and
    gradient norms must agree within the stated tolerance for every matching pair of loss definitions
-   (TRL "dapo" == studio "token_mean", "grpo" == "seq_mean", "dr_grpo" == "constant", and GSPO's sequence ratio).
+   (TRL "dapo" == studio "token_mean", "grpo" == "seq_mean", "dr_grpo" == "constant", "bnpo" == "bnpo", "cispo" ==
+   "cispo" with TRL's epsilon_high = 1 + the studio's, and GSPO's sequence ratio).
 2. Side by side: both trainers are built in this one process on the same model folder, the same prompts in the
    same order, G, forced completion length, beta, clip range, learning rate, optimizer and precision, and take
    strict turns step by step (bench._common.Baton), so machine load hits both alike. The studio side is the
@@ -49,6 +50,7 @@ from bench._common import (
     trl_lora_config,
     write_json,
 )
+from engine.algorithms.grpo import LOSS_TYPES  # noqa: E402
 
 # (TRL loss_type, TRL importance_sampling_level) -> (studio loss_aggregation, studio ratio_level)
 LOSS_PAIRS: dict[tuple[str, str], tuple[str, str]] = {
@@ -56,8 +58,16 @@ LOSS_PAIRS: dict[tuple[str, str], tuple[str, str]] = {
     ("grpo", "token"): ("seq_mean", "token"),
     ("dr_grpo", "token"): ("constant", "token"),
     ("dapo", "sequence"): ("token_mean", "sequence"),
+    ("bnpo", "token"): ("bnpo", "token"),
+    ("cispo", "token"): ("cispo", "token"),
 }
-STUDIO_TO_TRL_LOSS = {"token_mean": "dapo", "seq_mean": "grpo", "constant": "dr_grpo"}
+STUDIO_TO_TRL_LOSS = {name: kind.trl for name, kind in LOSS_TYPES.items()}
+
+
+def trl_epsilon_high(trl_loss: str, eps_high: float) -> float:
+    """TRL's epsilon_high for the studio's: CISPO's cap is TRL's epsilon_high itself, the studio's 1 + epsilon_high
+    (engine.algorithms.grpo.cispo_surrogate); every other loss type means the same by it."""
+    return 1.0 + eps_high if trl_loss == "cispo" else eps_high
 
 H100_BF16_DENSE_TFLOPS = 989.0
 
@@ -220,7 +230,8 @@ def grpo_guard(model_path: str, device: str, *, seed: int = 0, prompts: int = 2,
         # --- TRL: its own loss on the same tensors
         args = _trl_grpo_args(str(workdir / "trl-guard"), device=device, batch=b, micro_batch=micro_batch,
                               group_size=group_size, completion_len=completion_len, beta=beta, lr=1e-6,
-                              loss_type=trl_loss, level=level, eps_low=eps_low, eps_high=eps_high, max_steps=1,
+                              loss_type=trl_loss, level=level, eps_low=eps_low,
+                              eps_high=trl_epsilon_high(trl_loss, eps_high), max_steps=1,
                               seed=seed)
         trainer = GRPOTrainer(model=model_path, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
                               args=args, train_dataset=_trl_prompt_dataset(["guard"] * group_size),
@@ -311,7 +322,8 @@ def run_trl(a: argparse.Namespace, model_path: str, prompts: list[str], baton: B
         args = _trl_grpo_args(str(workdir / "trl-run"), device=a.device, batch=a.prompts * a.group_size,
                               micro_batch=a.micro_batch, group_size=a.group_size, completion_len=a.completion_len,
                               beta=a.beta, lr=a.lr, loss_type=STUDIO_TO_TRL_LOSS[a.loss], level="token",
-                              eps_low=0.2, eps_high=0.28, max_steps=a.warmup + a.steps, seed=a.seed)
+                              eps_low=0.2, eps_high=trl_epsilon_high(STUDIO_TO_TRL_LOSS[a.loss], 0.28),
+                              max_steps=a.warmup + a.steps, seed=a.seed)
         trainer = GRPOTrainer(model=model_path, reward_funcs=_trl_reward(a.reward, a.device), args=args,
                               train_dataset=_trl_prompt_dataset(prompts), processing_class=load_tokenizer(model_path),
                               callbacks=[callback], peft_config=peft_config)

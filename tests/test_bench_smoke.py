@@ -33,7 +33,8 @@ def test_grpo_bench_runs_at_tiny_size(studio_home, tmp_path):
                                          "--micro-batch", "2", "--sampler", "hf", "--reward", "length"], tmp_path)
     guard = data["guard"]
     assert {(g["trl_loss"], g["trl_level"]) for g in guard} == {("dapo", "token"), ("grpo", "token"),
-                                                                ("dr_grpo", "token"), ("dapo", "sequence")}
+                                                                ("dr_grpo", "token"), ("dapo", "sequence"),
+                                                                ("bnpo", "token"), ("cispo", "token")}
     assert all(g["ok"] for g in guard), guard
     studio, trl = data["studio"], data["trl"]
     assert len(studio["step_s"]) == 1 and len(trl["step_s"]) == 1

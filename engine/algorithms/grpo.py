@@ -1,11 +1,15 @@
 """GRPO maths as pure tensor functions: group-relative advantages, the clipped surrogate with an optional k3 KL
-penalty, token- or sequence-level (GSPO) ratios, and the three loss aggregations in use.
+penalty, token- or sequence-level (GSPO) ratios, and the loss types in use (``LOSS_TYPES``: a surrogate and an
+aggregation each).
 
 References (formulas in METHODS.md): GRPO (Shao et al. 2024), Dr. GRPO (Liu et al. 2025), DAPO (Yu et al. 2025),
 GSPO (Zheng et al. 2025); the code conventions follow TRL's ``GRPOTrainer._compute_loss`` (checked in TRL's
 grpo_trainer.py): k3 KL ``exp(ref - logp) - (ref - logp) - 1``; GSPO's sequence log-ratio is the masked mean of
 the token log-ratios; region-aware clip fractions (low: ratio < 1 - eps_low with A < 0, high: ratio > 1 + eps_high
 with A > 0); "dr_grpo" divides the token-loss sum by B * max_completion_length, "dapo" by the token count.
+"bnpo" and "cispo" follow TRL 1.16.0 (PyPI), trl/trainer/grpo_trainer.py ``GRPOTrainer._compute_loss``: bnpo divides
+each micro-batch's token-loss sum by that micro-batch's token count; cispo's per-token term is
+``-clamp(coef_1, max=epsilon_high).detach() * A * logp``, aggregated like dapo.
 
 Inner updates (mu > 1), the caller's recipe: sample a batch, compute the completions' log-probs under the
 sampling policy ONCE with ``torch.no_grad()`` and store them as ``old_logp`` (and ``ref_logp`` once, if beta > 0);
@@ -20,6 +24,8 @@ aggregation; group-robust GRPO can therefore replace that plain mean by weighted
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from engine.algorithms.logprobs import entropy_from_logits, token_logprobs
@@ -28,7 +34,9 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = [
+    "LOSS_TYPES",
     "GroupAdvantages",
+    "LossType",
     "entropy_from_logits",
     "group_advantages",
     "grpo_loss",
@@ -38,7 +46,7 @@ __all__ = [
 
 AdvantageScale = Literal["group", "batch", "none"]
 RatioLevel = Literal["token", "sequence"]
-Aggregation = Literal["seq_mean", "constant", "token_mean"]
+Aggregation = str  # a key of LOSS_TYPES
 
 # A group whose rewards span less than this (relative to the reward magnitude, floor 1) is zero-variance:
 # float noise of a continuous reward model must not become a full-size advantage after dividing by std.
@@ -138,6 +146,85 @@ def _masked_mean(x: "Tensor", m: "Tensor") -> "Tensor":
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
+# ------------------------------------------------------------------------------------------- loss types
+# A loss type is a per-token surrogate (what each completion token contributes) and an aggregation (how a
+# sequence's token sum becomes its loss l_i, with loss = mean_i l_i). Adding one is a function and an entry in
+# LOSS_TYPES; the config's loss_aggregation choices, and so the New run form, come from LOSS_TYPES.
+
+def clipped_surrogate(logp: "Tensor", log_w: "Tensor", adv: "Tensor", eps_low: float, eps_high: float
+                      ) -> tuple["Tensor", "Tensor", "Tensor"]:
+    """PPO/GRPO's -min(w A, clip(w, 1 - eps_low, 1 + eps_high) A). logp, log_w (B, T); adv (B, 1). Returns the
+    per-token loss (B, T) and where the clip acted (region-aware): low (w < 1 - eps_low, A < 0) and high
+    (w > 1 + eps_high, A > 0), both (B, T) bool."""
+    import torch
+
+    ratio = log_w.exp()
+    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    r = ratio.detach()
+    return -torch.minimum(ratio * adv, clipped * adv), (r < 1.0 - eps_low) & (adv < 0), (r > 1.0 + eps_high) & (adv > 0)
+
+
+def cispo_surrogate(logp: "Tensor", log_w: "Tensor", adv: "Tensor", eps_low: float, eps_high: float
+                    ) -> tuple["Tensor", "Tensor", "Tensor"]:
+    """CISPO (MiniMax-M1, Chen et al. 2025): clip the importance weight, not the update. -sg(min(w, 1 + eps_high))
+    * A * log pi per token: every token keeps a gradient (a clipped one at most 1 + eps_high times), where the
+    clipped surrogate drops clipped tokens' gradients entirely. No lower clip (eps_low unused), as in the paper's
+    runs. TRL writes the cap as epsilon_high itself (ScaleRL's eps_max, recommended 5.0); the studio keeps
+    epsilon_high's meaning, the ratio's upper range, so TRL's epsilon_high = 1 + the studio's (4.0 here for 5.0).
+    Shapes as clipped_surrogate."""
+    w = log_w.detach().exp()
+    low = w.new_zeros(w.shape, dtype=bool)
+    return -w.clamp(max=1.0 + eps_high) * adv * logp, low, (w > 1.0 + eps_high) & (adv > 0)
+
+
+def seq_mean(token_sums: "Tensor", m: "Tensor", max_len: int | None, normalizer: "float | Tensor | None") -> "Tensor":
+    """Each sequence's token mean (the original GRPO; TRL "grpo"). (B,), (B, T) -> (B,)."""
+    return token_sums / m.sum(1).clamp_min(1.0)
+
+
+def constant(token_sums: "Tensor", m: "Tensor", max_len: int | None, normalizer: "float | Tensor | None") -> "Tensor":
+    """Token sum / max_len (Dr. GRPO; TRL "dr_grpo"): no length normalisation. max_len defaults to T."""
+    return token_sums / float(max_len if max_len is not None else m.shape[1])
+
+
+def token_mean(token_sums: "Tensor", m: "Tensor", max_len: int | None, normalizer: "float | Tensor | None"
+               ) -> "Tensor":
+    """The whole batch's token mean (DAPO; TRL "dapo"): token sum / the batch's tokens per sequence
+    (``normalizer``; default this call's), so micro-batches add up to the full batch's token mean."""
+    if normalizer is not None:
+        return token_sums / normalizer
+    return token_sums * (m.shape[0] / m.sum().clamp_min(1.0))
+
+
+def micro_batch_token_mean(token_sums: "Tensor", m: "Tensor", max_len: int | None,
+                           normalizer: "float | Tensor | None") -> "Tensor":
+    """BNPO (TRL "bnpo"): the token mean of the rows of this call, i.e. of each micro-batch (``normalizer``
+    ignored). Micro-batches of equal size each weigh the same whatever their token counts, as in TRL's gradient
+    accumulation; with one micro-batch this is token_mean."""
+    return token_sums * (m.shape[0] / m.sum().clamp_min(1.0))
+
+
+@dataclass(frozen=True)
+class LossType:
+    """One GRPO loss variant: its per-token surrogate, its aggregation, the TRL loss_type computing the same loss,
+    and the help text the config field shows."""
+
+    surrogate: Callable[..., tuple["Tensor", "Tensor", "Tensor"]]
+    aggregate: Callable[..., "Tensor"]
+    trl: str
+    help: str
+
+
+LOSS_TYPES: dict[str, LossType] = {
+    "seq_mean": LossType(clipped_surrogate, seq_mean, "grpo", "original GRPO (each sequence's token mean)"),
+    "constant": LossType(clipped_surrogate, constant, "dr_grpo", "Dr. GRPO (token sum / max_new_tokens)"),
+    "token_mean": LossType(clipped_surrogate, token_mean, "dapo", "DAPO (the batch's token mean)"),
+    "bnpo": LossType(clipped_surrogate, micro_batch_token_mean, "bnpo", "token mean per micro-batch"),
+    "cispo": LossType(cispo_surrogate, token_mean, "cispo",
+                      "CISPO (the importance weight, capped at 1 + epsilon_high and detached, times the log-prob)"),
+}
+
+
 def grpo_loss(
     logp: "Tensor",
     old_logp: "Tensor",
@@ -153,20 +240,23 @@ def grpo_loss(
     max_len: int | None = None,
     normalizer: "float | Tensor | None" = None,
 ) -> tuple["Tensor", dict[str, "Tensor"]]:
-    """Clipped GRPO surrogate with optional k3 KL: returns (scalar loss, stats).
+    """The GRPO loss of type ``aggregation`` (a key of LOSS_TYPES) with optional k3 KL: (scalar loss, stats).
 
     Shapes: logp, old_logp, ref_logp, mask (B, T) (mask 1 on completion tokens); advantages (B,).
-    Per token: -min(w A, clip(w, 1 - eps_low, 1 + eps_high) A) + beta * KL_t, with w the token ratio
+    Per token: the type's surrogate + beta * KL_t; for all but cispo the clipped
+    -min(w A, clip(w, 1 - eps_low, 1 + eps_high) A), with w the token ratio
     pi/pi_old ("token") or GSPO's sequence ratio s_i = exp(mean_t log(pi/pi_old)) ("sequence"), written as
     GSPO-token: log w_it = sg[log s_i] + log pi_t - sg[log pi_t], whose value is s_i and whose gradient equals
     TRL's sequence-level form for every aggregation below.
     Aggregation: "seq_mean" mean over each sequence's tokens then over sequences (GRPO); "constant" token sum
-    / (B * max_len) (Dr. GRPO; max_len defaults to T); "token_mean" token sum / number of tokens (DAPO).
-    ``normalizer`` (token_mean only): the completion tokens per sequence of the WHOLE batch the loss is averaged
+    / (B * max_len) (Dr. GRPO; max_len defaults to T); "token_mean" and "cispo" token sum / number of tokens
+    (DAPO); "bnpo" token sum / this call's number of tokens.
+    ``normalizer`` (token_mean and cispo): the completion tokens per sequence of the WHOLE batch the loss is averaged
     over (its token count / its sequence count; default: this call's). A caller that splits a batch into
     micro-batches passes the whole batch's, so each sequence's loss is its token sum over that and the
     micro-batches' sum_i l_i / B adds up to the full batch's token mean (verl's agg_loss(..., batch_num_tokens),
-    TRL's num_items_in_batch). seq_mean and constant do not depend on other rows and ignore it.
+    TRL's num_items_in_batch). seq_mean and constant do not depend on other rows, and bnpo normalises by the rows
+    of this call by definition: they ignore it.
     ``beta == 0`` never reads ``ref_logp`` (None allowed).
 
     stats (all detached, except "per_sequence_loss" which keeps its graph so that group-robust GRPO can weight
@@ -188,8 +278,8 @@ def grpo_loss(
         raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}.")
     if ratio_level not in ("token", "sequence"):
         raise ValueError(f"ratio_level must be 'token' or 'sequence' (GSPO), got {ratio_level!r}.")
-    if aggregation not in ("seq_mean", "constant", "token_mean"):
-        raise ValueError(f"aggregation must be 'seq_mean', 'constant' or 'token_mean', got {aggregation!r}.")
+    if aggregation not in LOSS_TYPES:
+        raise ValueError(f"aggregation must be one of {', '.join(LOSS_TYPES)}, got {aggregation!r}.")
     if beta != 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp (the reference model's token log-probs); pass it or set beta=0.")
     if max_len is not None and max_len < 1:
@@ -209,10 +299,9 @@ def grpo_loss(
         log_s = (log_ratio * m).sum(1, keepdim=True) / lengths  # (B, 1)
         logp_on = torch.where(on, logp, zero)
         log_w = log_s.detach() + logp_on - logp_on.detach()  # (B, T): value log s_i, grad d log pi_t
-    ratio = log_w.exp()  # (B, T)
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
+    kind = LOSS_TYPES[aggregation]
     adv = advantages.detach().to(logp.dtype).unsqueeze(1)  # (B, 1)
-    per_token = -torch.minimum(ratio * adv, clipped * adv)  # (B, T)
+    per_token, low, high = kind.surrogate(torch.where(on, logp, zero), log_w, adv, eps_low, eps_high)  # (B, T) x3
 
     if beta != 0:
         if ref_logp.shape != logp.shape:
@@ -225,25 +314,12 @@ def grpo_loss(
         kl_mean = logp.new_zeros(())
 
     token_sums = (per_token * m).sum(1)  # (B,)
-    b, t = logp.shape
-    if aggregation == "seq_mean":
-        per_seq = token_sums / m.sum(1).clamp_min(1.0)
-        loss = per_seq.mean()
-    elif aggregation == "constant":
-        per_seq = token_sums / float(max_len if max_len is not None else t)
-        loss = per_seq.mean()
-    elif normalizer is not None:
-        per_seq = token_sums / normalizer
-        loss = per_seq.mean()
-    else:
-        total = m.sum().clamp_min(1.0)
-        per_seq = token_sums * (b / total)
-        loss = token_sums.sum() / total
+    per_seq = kind.aggregate(token_sums, m, max_len, normalizer)  # (B,)
+    loss = per_seq.mean()
 
     with torch.no_grad():
-        r = ratio.detach()
-        low = ((r < 1.0 - eps_low) & (adv < 0)).to(m.dtype)
-        high = ((r > 1.0 + eps_high) & (adv > 0)).to(m.dtype)
+        r = log_w.detach().exp()
+        low, high = low.to(m.dtype), high.to(m.dtype)
         stats = {
             "kl": kl_mean,
             "clip_low": _masked_mean(low, m),
