@@ -356,12 +356,17 @@ class IPOConfig(PreferenceConfig):
 
 
 class ISDPOConfig(DPOConfig):
-    """DPO with fixed importance weights 1/N_g per group (the paper's baseline)."""
+    """DPO with importance weights toward a group-balanced objective (the paper's IS baseline, weighted per pair as
+    the authors' script does): each pair weighs 1 / (its group's chance of being drawn), i.e. 1/N_g under random
+    sampling and 1 under balanced sampling, normalised over the batch, so every group has the same expected share
+    of the objective (engine/runs/preference.py, pair_coefficients)."""
 
     algorithm: Literal["is_dpo"] = "is_dpo"  # type: ignore[assignment]
 
 
 class ISIPOConfig(IPOConfig):
+    """IPO with the importance weights of ISDPOConfig (a group-balanced objective)."""
+
     algorithm: Literal["is_ipo"] = "is_ipo"  # type: ignore[assignment]
 
 
@@ -448,7 +453,8 @@ class EvalConfig(BaseRunConfig):
     model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, or 'run:ID'.")
     benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity"]] = _f(
         ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run.")
-    limit: int = _f(200, "Examples per benchmark (0: all).", ge=0, le=MAX_EXAMPLES)
+    limit: int = _f(0, "Examples per benchmark, balanced over its groups (0: the full bundled sets, as `studio "
+                    "eval` runs them).", ge=0, le=MAX_EXAMPLES)
     max_steps: int = _f(1, "Evaluation jobs have one step.", advanced=True, ge=1, le=1)
 
     _models = field_validator("model")(CompareConfig._models.__func__)  # type: ignore[attr-defined]

@@ -140,3 +140,12 @@ def test_eval_job_runner_stores_under_the_job(store, tiny_model_dir):
     # A resumed job starts over without duplicating its results.
     execute(RunContext(store, run_id, cfg, resume=True))
     assert len(_evaluations(store)) == 2
+
+
+def test_eval_job_defaults_to_the_full_bundled_sets():
+    """The queued eval job, like `studio eval`, scores every item unless a limit is set."""
+    cfg = EvalConfig()
+    assert cfg.limit == 0
+    everything, _ = bbq_items(EvalSettings(limit=0))
+    assert len(bbq_items(EvalSettings(limit=cfg.limit, seed=cfg.seed))[0]) == len(everything) == 180
+    assert len(bbq_items(EvalSettings(limit=24))[0]) == 24
