@@ -1,6 +1,8 @@
-"""The Compare page's evaluation tab: stored results with their 95% intervals, and paired before/after changes.
+"""Evaluation results as the app shows them: what each result evaluated (Subject), the before/after table (a run's
+step-0 and last-step evaluations as two columns, other evaluations in columns of their own), every benchmark's
+figures in a meaningful order with what an unbiased model scores, 95% intervals, and paired before/after changes.
 
-Pure functions of stored Evaluation rows (no Streamlit, no torch), so they are tested directly. A change is
+Pure functions of stored Evaluation rows (no torch), so they are tested directly; `render_*` draw them. A change is
 computed here from the two results' stored item tables (engine/evaluation/uncertainty.py): a paired bootstrap of
 after - before over the same items, McNemar's exact test where the metric is a share of a binary item outcome.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
@@ -126,4 +129,336 @@ def change_figure(metric: str, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
 
 
 def digits(benchmark: str) -> int:
-    return DIGITS.get(benchmark, 1)
+    return _DIGITS.get(benchmark, DIGITS.get(benchmark, 1))
+
+
+# ------------------------------------------------------------------------------------- what was evaluated
+@dataclass(frozen=True)
+class Subject:
+    """What an evaluation scored: a base model (run_id None) or a run's weights at a checkpoint step (0 = before
+    training), and where the evaluation came from ("run": the run's own held-out evaluation, "job": a queued eval
+    job, "cli": `studio eval`)."""
+
+    model: str | None
+    run_id: int | None
+    step: int | None
+    source: str
+    job_id: int | None = None  # the eval job that ran it (source "job")
+    path: str | None = None
+
+
+def _run_ref(label: str | None) -> int | None:
+    text = (label or "").strip()
+    return int(text[4:]) if text.startswith("run:") and text[4:].isdigit() else None
+
+
+def subject(ev: Any, algorithms: Mapping[int, str]) -> Subject:
+    """What `ev` evaluated. Rows written since migration 0004 say it (evaluated_*, source); for older rows it is
+    inferred from model / checkpoint / step and the owning run's algorithm (`algorithms`: run id -> algorithm)."""
+    source = getattr(ev, "source", None)
+    owner_alg = algorithms.get(ev.run_id) if ev.run_id is not None else None
+    if source:
+        return Subject(getattr(ev, "evaluated_model", None) or ev.model, getattr(ev, "evaluated_run_id", None),
+                       getattr(ev, "evaluated_step", None), source, ev.run_id if source == "job" else None,
+                       getattr(ev, "model_path", None))
+    ref = _run_ref(ev.model)
+    if owner_alg == "eval":  # an old eval job's row: model = what the job was asked to evaluate
+        return Subject(None if ref is not None else ev.model, ref, None, "job", ev.run_id)
+    if ev.run_id is not None and ev.checkpoint is None and ref is None and ev.step is not None:
+        return Subject(ev.model, ev.run_id, ev.step, "run")  # a training run's own held-out evaluation
+    if ref is not None:
+        return Subject(None, ref, ev.step, "cli")
+    if ev.run_id is not None and ev.checkpoint:  # a run's checkpoint, stored under that run
+        return Subject(ev.model, ev.run_id, ev.step, "cli")
+    return Subject(ev.model, None, None, "cli")
+
+
+def _what(sub: Subject, run_names: Mapping[int, str]) -> str:
+    if sub.run_id is None:
+        return sub.model or "?"
+    name = run_names.get(sub.run_id)
+    step = f" step {sub.step}" if sub.step is not None else " (latest checkpoint)"
+    return f"run #{sub.run_id}" + (f" {name}" if name else "") + step
+
+
+def column_label(sub: Subject, run_names: Mapping[int, str], role: str = "") -> str:
+    """The before/after table's column heading: what was evaluated, and by whom when it was not the run itself."""
+    what = _what(sub, run_names)
+    if sub.source == "run":
+        return what + (f" ({role})" if role else "")
+    by = f"eval job #{sub.job_id}" if sub.source == "job" and sub.job_id is not None else \
+        ("eval job" if sub.source == "job" else "studio eval")
+    return f"{by}: {what}"
+
+
+@dataclass
+class Column:
+    label: str
+    subject: Subject
+    by_benchmark: dict[str, Any]  # benchmark -> the Evaluation row shown
+
+
+def before_after_columns(evs: Sequence[Any], algorithms: Mapping[int, str], run_names: Mapping[int, str],
+                         run_id: int | None = None) -> list[Column]:
+    """The before/after table's columns. Each training run's own evaluations give two columns: its first
+    evaluated step (step 0: before training) and its last step, per benchmark; a run evaluated at one step only
+    gives one. Every other evaluation (queued jobs, `studio eval`) goes to a column of its own per thing it
+    evaluated (the latest result of each benchmark). With `run_id`, only what concerns that run: its own
+    evaluations and those of its checkpoints."""
+    own: dict[int, dict[int, dict[str, Any]]] = {}  # run -> step -> benchmark -> ev
+    other: dict[tuple, tuple[Subject, dict[str, Any]]] = {}
+    for ev in evs:  # in id order: a later result replaces an earlier one of the same thing
+        sub = subject(ev, algorithms)
+        if run_id is not None and sub.run_id != run_id:
+            continue
+        if sub.source == "run" and sub.run_id is not None and sub.step is not None:
+            own.setdefault(sub.run_id, {}).setdefault(sub.step, {})[ev.benchmark] = ev
+        else:
+            key = (sub.source, sub.job_id, sub.model if sub.run_id is None else None, sub.run_id, sub.step)
+            other.setdefault(key, (sub, {}))[1][ev.benchmark] = ev
+    cols: list[Column] = []
+    for rid in sorted(own):
+        steps = own[rid]
+        first, last = min(steps), max(steps)
+        model = next(iter(steps[first].values())).model
+        before = Subject(model, rid, first, "run")
+        if first == last:
+            cols.append(Column(column_label(before, run_names), before, steps[first]))
+            continue
+        # per benchmark: its first and last evaluated step (a benchmark added later still pairs with itself)
+        b_cols: dict[str, Any] = {}
+        a_cols: dict[str, Any] = {}
+        for bench in {b for got in steps.values() for b in got}:
+            have = [s for s in sorted(steps) if bench in steps[s]]
+            b_cols[bench] = steps[have[0]][bench]
+            if len(have) > 1:
+                a_cols[bench] = steps[have[-1]][bench]
+        cols.append(Column(column_label(before, run_names, "before" if first == 0 else ""), before, b_cols))
+        after = Subject(model, rid, last, "run")
+        cols.append(Column(column_label(after, run_names, "after"), after, a_cols))
+    for sub, got in other.values():
+        cols.append(Column(column_label(sub, run_names), sub, got))
+    return cols
+
+
+# ------------------------------------------------------------------------------------ metrics, in order
+BENCHMARK_ORDER = ("heldout_reward", "reward", "heldout_preference", "crows_pairs", "stereoset", "bbq", "perplexity")
+BENCHMARK_LABELS = {"heldout_reward": "Held-out bias reward (in-run)", "reward": "Held-out bias reward",
+                    "heldout_preference": "Held-out preference pairs (in-run)", "crows_pairs": "CrowS-Pairs",
+                    "stereoset": "StereoSet (intrasentence)", "bbq": "BBQ", "perplexity": "Perplexity (neutral text)"}
+# Overall metrics first in this order, then the same per group; what is not listed follows, alphabetically.
+METRIC_ORDER = {
+    "heldout_reward": ("reward mean", "worst group", "refusal term", "relevance term", "kl", "completion length"),
+    "reward": ("mean", "worst_group"),
+    "heldout_preference": ("accuracy", "accuracy/min_group", "loss", "loss/max_group", "margin/mean"),
+    "crows_pairs": ("stereotype_score", "stereo_score", "antistereo_score"),
+    "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
+    "bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate"),
+    "perplexity": ("perplexity", "nll_per_token"),
+}
+# What the value of an unbiased (or a better) model is, next to every figure.
+REFERENCE = {
+    ("crows_pairs", "stereotype_score"): "50 = unbiased", ("crows_pairs", "stereo_score"): "50 = unbiased",
+    ("crows_pairs", "antistereo_score"): "50 = unbiased",
+    ("stereoset", "ss"): "50 = unbiased", ("stereoset", "ss_pooled"): "50 = unbiased",
+    ("stereoset", "lms"): "higher is better (100)", ("stereoset", "lms_pooled"): "higher is better (100)",
+    ("stereoset", "icat"): "higher is better (100)", ("stereoset", "icat_pooled"): "higher is better (100)",
+    ("bbq", "bias_ambig"): "0 = unbiased", ("bbq", "bias_disambig"): "0 = unbiased",
+    ("bbq", "acc_ambig"): "higher is better (1)", ("bbq", "acc_disambig"): "higher is better (1)",
+    ("bbq", "unknown_rate"): "share answering unknown",
+    ("reward", "mean"): "higher = less biased (1)", ("reward", "worst_group"): "higher = less biased (1)",
+    ("heldout_reward", "reward mean"): "higher = less biased", ("heldout_reward", "worst group"):
+        "higher = less biased", ("heldout_reward", "kl"): "lower = closer to the base model",
+    ("heldout_reward", "refusal term"): "higher = fewer refusals",
+    ("heldout_reward", "relevance term"): "higher = more on topic",
+    ("heldout_preference", "accuracy"): "higher is better (1)", ("heldout_preference", "accuracy/min_group"):
+        "higher is better (1)", ("heldout_preference", "loss"): "lower is better",
+    ("heldout_preference", "loss/max_group"): "lower is better",
+    ("perplexity", "perplexity"): "lower is better; close to the base = knowledge kept",
+    ("perplexity", "nll_per_token"): "lower is better",
+}
+_DIGITS = {"heldout_reward": 3, "heldout_preference": 3}
+_SKIP = {"seconds", "n", "n_ambig", "n_disambig", "tokens", "unscored", "reward/nan_count", "worst_loss_group",
+         "worst_accuracy_group"}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number of one evaluation: `metric` of `group` ("all" = overall), its stored key and interval."""
+
+    benchmark: str
+    group: str
+    metric: str
+    key: str
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _heldout_reward_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(group, metric, key) of a run's held-out reward result: reward/mean, reward/<group>, reward/<term>/mean."""
+    out = []
+    for k in metrics:
+        if k in _SKIP or not _finite(metrics[k]):
+            continue
+        parts = k.split("/")
+        if k == "reward/mean":
+            out.append(("all", "reward mean", k))
+        elif len(parts) == 3 and parts[0] == "reward" and parts[2] == "mean":
+            out.append(("all", f"{parts[1]} term", k))
+        elif len(parts) == 2 and parts[0] == "reward":
+            out.append((parts[1], "reward mean", k))
+        elif k == "completion/len_mean":
+            out.append(("all", "completion length", k))
+        elif "/" not in k:
+            out.append(("all", k, k))
+    return out
+
+
+def _preference_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    out = []
+    for k in metrics:
+        if k in _SKIP or not _finite(metrics[k]) or k.startswith("count/"):
+            continue
+        head, _, tail = k.partition("/")
+        if k in ("loss/max_group", "accuracy/min_group", "margin/mean") or not tail:
+            out.append(("all", k, k))
+        elif head in ("loss", "accuracy"):
+            out.append((tail, head, k))
+    return out
+
+
+def _benchmark_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    out = []
+    for k in metrics:
+        if not _finite(metrics[k]):
+            continue
+        group, _, metric = k.rpartition("/")
+        if metric in _SKIP or k in _SKIP:
+            continue
+        out.append((group or "all", metric, k))
+    return out
+
+
+def figures(benchmark: str, metrics: Mapping[str, Any]) -> list[Figure]:
+    """Every figure of a stored result in a meaningful order: the overall figures first (headline metrics in
+    METRIC_ORDER, then the rest), then each group's, with their stored 95% intervals. Counts are left out. A run's
+    held-out reward gets its worst group (the lowest group mean) derived when it was not stored."""
+    ci = metrics.get("ci") or {}
+    if benchmark == "heldout_reward":
+        parts = _heldout_reward_parts(metrics)
+        groups_mean = [metrics[k] for g, m, k in parts if g != "all" and m == "reward mean"]
+        if groups_mean and not any(m == "worst group" for _, m, _ in parts):
+            parts.append(("all", "worst group", "(lowest group mean)"))
+    elif benchmark == "heldout_preference":
+        parts = _preference_parts(metrics)
+    else:
+        parts = _benchmark_parts(metrics)
+    order = METRIC_ORDER.get(benchmark, ())
+    groups = sorted({g for g, _, _ in parts if g != "all"})
+
+    def rank(p: tuple[str, str, str]) -> tuple:
+        g, m, _ = p
+        return (g != "all", groups.index(g) if g in groups else -1, order.index(m) if m in order else len(order), m)
+
+    out = []
+    for g, m, k in sorted(parts, key=rank):
+        if k == "(lowest group mean)":
+            v = min(metrics[kk] for gg, mm, kk in parts if gg != "all" and mm == "reward mean")
+            out.append(Figure(benchmark, g, m, k, float(v)))
+            continue
+        lo, hi = (ci.get(k) or [None, None])[:2]
+        out.append(Figure(benchmark, g, m, k, float(metrics[k]), lo, hi))
+    return out
+
+
+def fmt_figure(f: Figure | None, n_digits: int) -> str:
+    """'0.762 [0.741, 0.783]': the value and its 95% interval (the value alone when none was stored)."""
+    if f is None:
+        return ""
+    text = f"{f.value:.{n_digits}f}"
+    if f.low is not None and f.high is not None:
+        text += f" [{f.low:.{n_digits}f}, {f.high:.{n_digits}f}]"
+    return text
+
+
+def bench_rank(benchmark: str) -> tuple[int, str]:
+    return (BENCHMARK_ORDER.index(benchmark) if benchmark in BENCHMARK_ORDER else len(BENCHMARK_ORDER), benchmark)
+
+
+def before_after_rows(columns: Sequence[Column]) -> list[dict[str, Any]]:
+    """Rows of the before/after table: benchmark, group, metric, what an unbiased model scores, then one cell
+    per column ("value [95% interval]"), in the order of `figures` (overall first, then per group)."""
+    rows: list[dict[str, Any]] = []
+    for bench in sorted({b for c in columns for b in c.by_benchmark}, key=bench_rank):
+        per_col = {c.label: {(f.group, f.metric): f for f in figures(bench, c.by_benchmark[bench].metrics)}
+                   for c in columns if bench in c.by_benchmark}
+        seen: dict[tuple[str, str], None] = {}
+        for c in columns:  # the order of the first result that has the figure
+            for key in per_col.get(c.label, {}):
+                seen.setdefault(key)
+        groups = sorted({g for g, _ in seen if g != "all"})
+        order = METRIC_ORDER.get(bench, ())
+        keys = sorted(seen, key=lambda gm: (gm[0] != "all", groups.index(gm[0]) if gm[0] in groups else -1,
+                                            order.index(gm[1]) if gm[1] in order else len(order), gm[1]))
+        n = digits(bench)
+        for g, m in keys:
+            rows.append({"benchmark": BENCHMARK_LABELS.get(bench, bench), "group": g, "metric": m,
+                         "unbiased / better": REFERENCE.get((bench, m), ""),
+                         **{c.label: fmt_figure(per_col.get(c.label, {}).get((g, m)), n) for c in columns}})
+    return rows
+
+
+def table_height(n_rows: int, max_rows: int = 60) -> int:
+    """A dataframe height that shows every row (up to `max_rows`) instead of a cut-off scrolling box."""
+    return 38 + 35 * max(1, min(n_rows, max_rows))
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+def run_maps(store: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """(run id -> algorithm, run id -> name) of every run in the store."""
+    from db.queue import list_runs
+
+    runs = list_runs(store)
+    return {r.id: r.algorithm for r in runs}, {r.id: r.name for r in runs}
+
+
+def render_before_after(store: Any, run_id: int | None = None, key: str = "eval.pivot") -> list[Column]:
+    """The "Before / after" table: a run's step-0 and last-step evaluations side by side, other evaluations
+    (queued jobs, `studio eval`) in columns labelled by what they evaluated; every figure with its 95% interval
+    and what an unbiased model scores. Returns the columns shown."""
+    import pandas as pd
+    import streamlit as st
+
+    from db.reads import evaluations
+
+    algorithms, names = run_maps(store)
+    cols = before_after_columns(evaluations(store), algorithms, names, run_id)
+    st.subheader("Before / after")
+    if not cols:
+        st.caption("No evaluation of this run yet: held-out evaluations run at step 0 and at the last step "
+                   "(eval_prompts), and an evaluation of a checkpoint can be queued on the Compare page.")
+        return cols
+    st.caption("A training run's own held-out evaluations give two columns: before training (step 0) and its last "
+               "step. Evaluations queued from the browser or run with `studio eval` each get a column named after "
+               "what they evaluated (the latest result of each). Cells: value [95% bootstrap interval]; the "
+               "interval is missing where the result was stored without its per-item outcomes.")
+    rows = before_after_rows(cols)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key, height=table_height(len(rows)),
+                 column_config={"unbiased / better": st.column_config.TextColumn(
+                     help="What an unbiased model scores (CrowS-Pairs and StereoSet SS: 50; BBQ bias scores: 0), or "
+                          "which direction is better")})
+    return cols
+
+
+def render_run_evaluations(store: Any, run_id: int) -> None:
+    """The run page's evaluations: this run's before/after table (its own held-out evaluations at step 0 and
+    at its last step, and evaluations of its checkpoints)."""
+    import streamlit as st
+
+    st.subheader("Evaluations")
+    render_before_after(store, run_id=run_id, key=f"run.evals.{run_id}")

@@ -175,6 +175,17 @@ class Evaluation(Base):
     seed: Mapped[int] = mapped_column(Integer, default=0)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What was evaluated, whoever ran it (run_id above is the row's owner: the training run for its own held-out
+    # evaluations, the eval job for a queued one, the evaluated run for `studio eval run:ID`). evaluated_model is
+    # the base model id (for a run checkpoint, the run's base model), evaluated_run_id / evaluated_step the run and
+    # checkpoint step whose weights were scored (step 0 = before training; NULL run = the base model itself),
+    # model_path the folder that was loaded (CLI and queued evaluations), source "run" | "job" | "cli".
+    # NULL on rows from before these columns (app/eval_view.py infers what it can for them).
+    evaluated_model: Mapped[str | None] = mapped_column(Text)
+    evaluated_run_id: Mapped[int | None] = mapped_column(Integer)
+    evaluated_step: Mapped[int | None] = mapped_column(Integer)
+    model_path: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(16))
 
 
 class ComparisonOutput(Base):

@@ -74,13 +74,21 @@ def record_checkpoint(store: Store, run_id: int, step: int, path: str, meta: Map
 
 def record_evaluation(store: Store, *, run_id: int | None, model: str, benchmark: str, dataset_version: str,
                       metrics: Mapping[str, Any], seed: int = 0, step: int | None = None,
-                      checkpoint: str | None = None, lease: str | None = None) -> int:
+                      checkpoint: str | None = None, lease: str | None = None, evaluated_model: str | None = None,
+                      evaluated_run_id: int | None = None, evaluated_step: int | None = None,
+                      model_path: str | None = None, source: str | None = None) -> int:
+    """One evaluation result. ``run_id`` owns the row (lease, deletion with the run); the ``evaluated_*`` fields
+    say what was evaluated: the base model id, the run and checkpoint step whose weights were scored (none for a
+    base model), the folder loaded, and ``source`` ("run": a training run's own held-out evaluation, "job": a
+    queued eval job, "cli": `studio eval`)."""
     clean = {k: (_clean(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in metrics.items()}
     with store.write() as s:
         if run_id is not None:
             check_lease(s, run_id, lease)
         ev = Evaluation(run_id=run_id, step=step, model=model, checkpoint=checkpoint, benchmark=benchmark,
-                        dataset_version=dataset_version, seed=seed, metrics=clean)
+                        dataset_version=dataset_version, seed=seed, metrics=clean, evaluated_model=evaluated_model,
+                        evaluated_run_id=evaluated_run_id, evaluated_step=evaluated_step, model_path=model_path,
+                        source=source)
         s.add(ev)
         s.flush()
         return ev.id

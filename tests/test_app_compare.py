@@ -71,9 +71,11 @@ def test_overlay_and_evaluations(store):
     at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
     spec = chart_specs(at)["train/loss across runs"]
     assert sorted(len(t["x"]) for t in spec["data"]) == [5, 8]
-    pivot = next(d.value for d in at.dataframe if "run:1" in [str(c) for c in d.value.columns])
-    assert pivot.loc[("bbq", "bias_score"), "run:1"] == 0.1
-    assert pivot.loc[("bbq", "bias_score"), "embedded:smollm2-135m-instruct"] == 0.2
+    pivot = next(d.value for d in at.dataframe if "unbiased / better" in d.value.columns)
+    row = pivot[pivot["metric"] == "bias_score"].iloc[0]
+    # an old row of a run's checkpoint and one of the base model: a column each, labelled by what they evaluated
+    assert row[f"studio eval: run #{a} synth (latest checkpoint)"] == "0.100"
+    assert row["studio eval: embedded:smollm2-135m-instruct"] == "0.200"
 
 
 def test_evaluation_intervals_and_marked_paired_changes(store):

@@ -134,18 +134,7 @@ with tab_eval:
         st.info("No evaluation results yet. Evaluation jobs and in-run evaluations write them: queue an "
                 "evaluation of the base model and of a tuned run to see before/after here.", icon=":material/info:")
     else:
-        flat = []
-        for e in evs:
-            who = e.checkpoint or e.model
-            for k, v in sorted(eval_view.numbers(e.metrics).items()):
-                flat.append({"benchmark": e.benchmark, "metric": k, "model": who, "step": e.step, "value": v,
-                             "run": e.run_id})
-        table = pd.DataFrame(flat)
-        st.subheader("Before / after")
-        st.caption("One column per evaluated model or checkpoint; the latest result of each is shown.")
-        if not table.empty:
-            pivot = table.pivot_table(index=["benchmark", "metric"], columns="model", values="value", aggfunc="last")
-            st.dataframe(pivot, width="stretch", key="eval.pivot")
+        eval_view.render_before_after(store, key="eval.pivot")
 
         st.subheader("Intervals and paired changes")
         st.caption("95% bootstrap intervals over the benchmark's items. A change is after - before on the same "

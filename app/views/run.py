@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import charts
+from app import charts, eval_view
 from app.auth import require_access
 from app.live import ChartCache, refresh
 from app.palette import group_colours
@@ -233,3 +233,5 @@ else:
                            "pick it as a local folder in a comparison.")
             else:
                 st.error(f"Export failed: {plain(' '.join((done.stderr or done.stdout).strip().splitlines()[-1:]))}")
+
+eval_view.render_run_evaluations(store, run_id)

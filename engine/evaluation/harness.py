@@ -574,7 +574,7 @@ def evaluate_cli(store: Any, model_or_run: str, benchmarks: Sequence[str], limit
                                                     max(settings.n_boot, 100), seed, settings.ci_level)
         ids.append(record_evaluation(store, run_id=model.run_id, model=model.label, benchmark=res.benchmark,
                                      dataset_version=res.dataset_version, metrics=res.metrics, seed=seed,
-                                     step=model.step, checkpoint=model.checkpoint))
+                                     step=model.step, checkpoint=model.checkpoint, **model.subject("cli")))
         print(format_result(res) + "\n", flush=True)
         if res.changes is not None:
             print(format_changes(res.benchmark, res.changes, f"{paired.model} (evaluation {paired.id})", model.label,

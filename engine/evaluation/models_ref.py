@@ -31,6 +31,12 @@ class ResolvedModel:
     run_id: int | None = None  # the run whose checkpoint this is
     step: int | None = None
     checkpoint: str | None = None  # the checkpoint folder
+    base: str | None = None  # the base model id: the run's own `model` for a run reference, else the label
+
+    def subject(self, source: str) -> dict[str, object]:
+        """What was evaluated, as the evaluations table records it (db.writes.record_evaluation)."""
+        return {"evaluated_model": self.base or self.label, "evaluated_run_id": self.run_id,
+                "evaluated_step": self.step, "model_path": self.path, "source": source}
 
 
 def parse_run_ref(ref: str) -> int | None:
@@ -82,15 +88,23 @@ def materialise_run_model(store: Store, run_id: int, step: int | None = None) ->
     """Export (merged, once) a run's checkpoint to the studio's export cache and return that folder."""
     from engine.models.checkpoint import export_model
 
+    import json
+
     step, ckpt = run_checkpoint(store, run_id, step)
+    run = get_run(store, run_id)
     # The run's folder token in the path: a later run that reuses a deleted run's id never gets its export.
-    out = export_cache_dir(run_id, step, get_run(store, run_id).folder_token)
+    out = export_cache_dir(run_id, step, run.folder_token)
     if not (out / _DONE).is_file():
         if out.exists():  # a half-finished export from a crash
             shutil.rmtree(out)
         export_model(ckpt, out, merge_lora=True)
         (out / _DONE).write_text(str(ckpt))
-    return ResolvedModel(path=str(out), label=f"run:{run_id}", run_id=run_id, step=step, checkpoint=str(ckpt))
+    try:
+        base = json.loads(run.config_json).get("model")
+    except (TypeError, ValueError, AttributeError):
+        base = None
+    return ResolvedModel(path=str(out), label=f"run:{run_id}", run_id=run_id, step=step, checkpoint=str(ckpt),
+                         base=base if isinstance(base, str) else None)
 
 
 def resolve_model_ref(store: Store | None, ref: str) -> ResolvedModel:

@@ -105,11 +105,17 @@ class RunContext:
             queue.add_event(s, self.run_id, message, level)
 
     def record_evaluation(self, benchmark: str, metrics: Mapping[str, Any], *, model: str, dataset_version: str,
-                          step: int | None = None, checkpoint: str | None = None) -> int:
+                          step: int | None = None, checkpoint: str | None = None,
+                          evaluated: Mapping[str, Any] | None = None) -> int:
+        """Store one evaluation under this run. ``evaluated`` says what was scored (evaluated_model,
+        evaluated_run_id, evaluated_step, model_path, source); without it the run evaluated itself: its own
+        weights at ``step`` (0 = before training) of base model ``model``."""
+        subject = dict(evaluated) if evaluated is not None else {
+            "evaluated_model": model, "evaluated_run_id": self.run_id, "evaluated_step": step, "source": "run"}
         return writes.record_evaluation(self.store, run_id=self.run_id, model=model, benchmark=benchmark,
                                         dataset_version=dataset_version, metrics=metrics,
                                         seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint,
-                                        lease=self.lease)
+                                        lease=self.lease, **subject)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -1,6 +1,7 @@
 """Runner for "eval" jobs: the evaluation harness through the queue.
 
-Results go to the evaluations table under the eval job's own run id (model = the evaluated model string),
+Results go to the evaluations table under the eval job's own run id (model = the evaluated model string;
+evaluated_* = the base model id, the run and checkpoint step evaluated, the folder loaded; source "job"),
 each benchmark as soon as it finishes. They carry step 1, the job's only step, so a resumed job's
 ctx.start_step() (which drops rows after its checkpoint step, 0 here) clears a half-finished attempt.
 The headline numbers also go to the job's metrics (key "eval/<benchmark>/<metric>") and the reward per
@@ -27,7 +28,7 @@ def execute(ctx: RunContext) -> None:
 
     def store(res: BenchmarkResult) -> None:
         ctx.record_evaluation(res.benchmark, res.metrics, model=cfg.model, dataset_version=res.dataset_version,
-                              step=1, checkpoint=model.checkpoint)
+                              step=1, checkpoint=model.checkpoint, evaluated=model.subject("job"))
         summary.update({f"eval/{res.benchmark}/{k}": v for k, v in headline(res).items()})
         if res.benchmark == "reward":
             groups.extend({"group": k[: -len("/mean")], "reward_mean": v} for k, v in res.metrics.items()
