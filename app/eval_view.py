@@ -38,8 +38,8 @@ def label(ev: Any) -> str:
 
 
 def table_metrics(benchmark: str, metrics: Mapping[str, Any]) -> list[str]:
-    return [k for k in TABLE.get(benchmark, ()) if k in metrics] or sorted(
-        k for k in numbers(metrics) if "/" not in k and k != "seconds")
+    """The result's overall metrics in the order `figures` gives (headline first, counts left out)."""
+    return list(dict.fromkeys(f.metric for f in figures(benchmark, metrics) if f.group == "all"))
 
 
 def groups(ev: Any) -> list[str]:
@@ -51,16 +51,8 @@ def groups(ev: Any) -> list[str]:
 
 def interval_rows(ev: Any, metric: str) -> list[dict[str, Any]]:
     """One row per group ("all" first): value and interval of `metric` (None where not stored)."""
-    ci = ev.metrics.get("ci") or {}
-    out = []
-    for g in ["all", *groups(ev)]:
-        key = metric if g == "all" else f"{g}/{metric}"
-        v = ev.metrics.get(key)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            continue
-        lo, hi = (ci.get(key) or [None, None])
-        out.append({"group": g, "value": float(v), "low": lo, "high": hi})
-    return out
+    return [{"group": f.group, "value": f.value, "low": f.low, "high": f.high}
+            for f in figures(ev.benchmark, ev.metrics) if f.metric == metric]
 
 
 def _errors(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -104,7 +96,8 @@ def change_rows(benchmark: str, got: Mapping[str, U.Change]) -> list[dict[str, A
     keys = [k for k in got if k.rsplit("/", 1)[-1] in cols] or list(got)
     keys.sort(key=lambda k: ("/" in k, k.split("/")[0] if "/" in k else "",
                              cols.index(k.rsplit("/", 1)[-1]) if k.rsplit("/", 1)[-1] in cols else 0))
-    return [{"metric": k, "before": c.before, "after": c.after, "change": c.diff, "low": c.low, "high": c.high,
+    return [{"metric": k, "unbiased / better": REFERENCE.get((benchmark, k.rsplit("/", 1)[-1]), ""),
+             "before": c.before, "after": c.after, "change": c.diff, "low": c.low, "high": c.high,
              "McNemar p": c.p_mcnemar, "marked": "✱" if c.significant else ""} for k, c in ((k, got[k]) for k in keys)]
 
 
@@ -332,13 +325,14 @@ def _preference_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
-def _benchmark_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def _benchmark_parts(benchmark: str, metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    counts = set(M.SPECS[benchmark].counts) if benchmark in M.SPECS else set()
     out = []
     for k in metrics:
         if not _finite(metrics[k]):
             continue
         group, _, metric = k.rpartition("/")
-        if metric in _SKIP or k in _SKIP:
+        if metric in _SKIP or k in _SKIP or metric in counts or metric.startswith("n_"):
             continue
         out.append((group or "all", metric, k))
     return out
@@ -357,7 +351,7 @@ def figures(benchmark: str, metrics: Mapping[str, Any]) -> list[Figure]:
     elif benchmark == "heldout_preference":
         parts = _preference_parts(metrics)
     else:
-        parts = _benchmark_parts(metrics)
+        parts = _benchmark_parts(benchmark, metrics)
     order = METRIC_ORDER.get(benchmark, ())
     groups = sorted({g for g, _, _ in parts if g != "all"})
 
@@ -462,3 +456,17 @@ def render_run_evaluations(store: Any, run_id: int) -> None:
 
     st.subheader("Evaluations")
     render_before_after(store, run_id=run_id, key=f"run.evals.{run_id}")
+
+
+def result_rows(evs: Sequence[Any], algorithms: Mapping[int, str], run_names: Mapping[int, str]) -> list[dict[str, Any]]:
+    """The compact list of every stored result: what it evaluated, its headline figures with intervals."""
+    out = []
+    for ev in evs:
+        sub = subject(ev, algorithms)
+        head = [f for f in figures(ev.benchmark, ev.metrics) if f.group == "all"][:3]
+        out.append({"id": ev.id, "evaluated": column_label(sub, run_names), "model": ev.model,
+                    "benchmark": BENCHMARK_LABELS.get(ev.benchmark, ev.benchmark),
+                    "headline": "; ".join(f"{f.metric} {fmt_figure(f, digits(ev.benchmark))}" for f in head),
+                    "dataset": ev.dataset_version, "seed": ev.seed,
+                    "created": ev.created_at.strftime("%Y-%m-%d %H:%M") if ev.created_at else ""})
+    return out

@@ -91,3 +91,37 @@ def test_rows_from_before_the_migration_are_inferred_and_shown(store):
     assert _cell(table, "all", "reward mean", f"run #{rid} old step 3 (after)") == "0.600"
     assert _cell(table, "all", "stereotype_score", f"studio eval: {BASE}") == "61.0 [55.0, 67.0]"
     assert _cell(table, "all", "stereotype_score", "unbiased / better") == "50 = unbiased"
+
+
+def test_metrics_in_order_with_their_unbiased_value_and_intervals(store):
+    from engine.evaluation import metrics as M
+    from engine.evaluation import uncertainty as U
+
+    pairs = [M.PairScore("race" if i % 2 else "age", "stereo", -1.0, -2.0 if i < 24 else 0.0) for i in range(40)]
+    table = M.crows_pairs_table(pairs, [str(i) for i in range(40)])
+    record_evaluation(store, run_id=None, model=BASE, benchmark="crows_pairs", dataset_version="v", source="cli",
+                      evaluated_model=BASE, metrics={**M.compute(table), **U.result_block(table, n_boot=200)})
+    # BBQ as stored: its keys sort with "age/n_ambig" first alphabetically
+    record_evaluation(store, run_id=None, model=BASE, benchmark="bbq", dataset_version="v", source="cli",
+                      evaluated_model=BASE,
+                      metrics={"age/n_ambig": 10.0, "age/acc_ambig": 0.4, "age/bias_ambig": 0.2, "acc_ambig": 0.5,
+                               "acc_disambig": 0.8, "bias_ambig": 0.1, "bias_disambig": -0.05, "n_ambig": 20.0,
+                               "seconds": 3.0, "ci": {"acc_ambig": [0.4, 0.6]}})
+    at = open_page("views/compare.py")
+    assert not at.exception, at.exception
+    table = _before_after(at)
+    col = f"studio eval: {BASE}"
+    crows = table[table["benchmark"] == "CrowS-Pairs"]
+    assert list(crows["metric"])[:2] == ["stereotype_score", "stereo_score"]  # no anti-stereotype pairs here
+    assert list(crows["group"])[:2] == ["all", "all"] and list(crows["group"])[-1] == "race"
+    assert not {"n", "n_stereo", "n_antistereo"} & set(crows["metric"])
+    assert crows.iloc[0]["unbiased / better"] == "50 = unbiased"
+    assert crows.iloc[0][col].startswith("60.0 [") and crows.iloc[0][col].endswith("]")  # 24 of 40, interval
+    bbq = table[table["benchmark"] == "BBQ"]
+    assert list(zip(bbq["group"], bbq["metric"])) == [
+        ("all", "acc_ambig"), ("all", "acc_disambig"), ("all", "bias_ambig"), ("all", "bias_disambig"),
+        ("age", "acc_ambig"), ("age", "bias_ambig")]  # counts and seconds left out
+    assert list(bbq["unbiased / better"])[2:4] == ["0 = unbiased", "0 = unbiased"]
+    assert bbq.iloc[0][col] == "0.500 [0.400, 0.600]"
+    # benchmarks in a fixed order (bias benchmarks before BBQ), not alphabetically
+    assert list(dict.fromkeys(table["benchmark"])) == ["CrowS-Pairs", "BBQ"]

@@ -140,8 +140,9 @@ with tab_eval:
         st.caption("95% bootstrap intervals over the benchmark's items. A change is after - before on the same "
                    "items: a paired bootstrap interval of the difference, and McNemar's exact test where the metric "
                    "is a share of a yes/no outcome per item. ✱ marks a change whose interval excludes 0.")
-        benchmarks = sorted({e.benchmark for e in evs})
-        bench = st.selectbox("Benchmark", benchmarks, key="eval.bench")
+        benchmarks = sorted({e.benchmark for e in evs}, key=eval_view.bench_rank)
+        bench = st.selectbox("Benchmark", benchmarks, key="eval.bench",
+                             format_func=lambda b: eval_view.BENCHMARK_LABELS.get(b, b))
         of_bench = [e for e in evs if e.benchmark == bench]
         ev_by_id = {e.id: e for e in of_bench}
         ev_ids = list(ev_by_id)
@@ -173,11 +174,12 @@ with tab_eval:
                     st.plotly_chart(eval_view.change_figure(metric, rows), key="eval.changes")
                     fmt = f"%.{eval_view.digits(bench)}f"
                     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="eval.change_table",
+                                 height=eval_view.table_height(len(rows)),
                                  column_config={c: st.column_config.NumberColumn(format=fmt)
                                                 for c in ("before", "after", "change", "low", "high")})
         st.subheader("All results")
-        st.dataframe(pd.DataFrame([{"id": e.id, "run": e.run_id, "step": e.step, "model": e.model,
-                                    "checkpoint": e.checkpoint, "benchmark": e.benchmark,
-                                    "dataset": e.dataset_version, "seed": e.seed, **eval_view.numbers(e.metrics)}
-                                   for e in evs]),
-                     hide_index=True, width="stretch", key="eval.all")
+        algorithms, run_names = eval_view.run_maps(store)
+        listed = eval_view.result_rows(evs, algorithms, run_names)
+        st.dataframe(pd.DataFrame(listed), hide_index=True, width="stretch", key="eval.all",
+                     height=eval_view.table_height(len(listed), 20),
+                     column_config={"headline": st.column_config.TextColumn(width="large")})
