@@ -1,10 +1,13 @@
 """BiasGRPO and group-robust GRPO runs: sample G completions per prompt, score them with the bias reward,
 turn rewards into group-relative advantages, update the policy, sync the sampler, log one step.
 
-Phases of a step (each timed, each a metric): sample -> reward -> logprobs (reference, and the sampling
-policy's when mu > 1 or the robust signal needs loss values) -> weights (GR-GRPO's adversary step) -> update
-(``update_policy``: mu optimiser steps, micro-batched) -> sync (weights to the sampler) -> log (one transaction,
-with the held-out metrics at evaluation steps).
+Phases of a step (each timed, each a metric ``time/<phase>``), methods of ``GRPORun`` passing typed values:
+sample (-> Rollout) -> reward (-> Scores: rewards, group advantages) -> prepare (-> Prepared: rows ordered and
+padded for the update) -> logprobs (reference, and the sampling policy's when mu > 1 or the robust signal needs
+loss values) -> weights (-> Weights: per-sequence coefficients; GR-GRPO's adversary step, its own timed phase)
+-> update (-> UpdateResult: ``update_policy``, mu optimiser steps, micro-batched) -> sync (weights to the
+sampler) -> log (-> StepLog: metrics, group rows, samples). The loop around them (held-out point before training,
+one write per step, checkpoint and stop) is engine.runs.loop.run_steps, shared with the preference runs.
 
 ``update_policy`` on a ``TrainBatch`` is the one update path: the engine, the TRL parity guard
 (bench/grpo_vs_trl.py) and tests/test_runs_grpo.py all call it.
@@ -33,12 +36,14 @@ step per batch of fresh samples); it is part of the checkpoint, so a resumed run
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from db import metric_keys as mk
 from engine.runs.context import RunContext
+from engine.runs.loop import StepLog, run_steps, start_training
 from engine.runs.train_common import (
     BatchSchedule,
     HeldoutSet,
@@ -52,15 +57,11 @@ from engine.runs.train_common import (
     forward_logprobs,
     heldout_reward_eval,
     heldout_val_metrics,
-    load_training_policy,
-    make_optimizer,
     micro_batches,
     padded_rows,
     peak_memory_mb,
     record_heldout,
     reset_peak_memory,
-    restore_train_state,
-    save_train_state,
 )
 
 if TYPE_CHECKING:
@@ -220,190 +221,241 @@ def _heldout(cfg: Any) -> HeldoutSet:
                       f"{cfg.dataset}:eval:{len(pick)}")
 
 
-def execute(ctx: RunContext) -> None:
-    import torch
+# ------------------------------------------------------------------------------------------- the step's values
 
-    from engine.algorithms.group_robust import GroupWeightState, group_losses, mixed_weights, update_group_weights
-    from engine.algorithms.grpo import group_advantages, grpo_loss
-    from engine.data.quality import load_training_rows
-    from engine.rewards.base import build_reward
-    from engine.sampling.base import make_sampler, sampler_options
+@dataclass
+class Rollout:
+    """The sample phase's output: G completions per prompt, in the sampler's order (a prompt's G side by side)."""
 
-    cfg = ctx.config
-    robust = cfg.algorithm == "gr_grpo"
-    torch.manual_seed(cfg.seed)
-    train = load_training_rows(cfg, ctx.event)
-    group_names = sorted({r.group for r in train})
-    gid = {g: i for i, g in enumerate(group_names)}
-    k = len(group_names)
-    schedule = BatchSchedule([r.group for r in train], cfg.prompts_per_step, cfg.seed, cfg.group_sampling)
-    heldout = _heldout(cfg)
+    batch: Any  # SampleBatch: prompt_ids, completion_ids, texts, prompt_index, truncated, each (B,)
+    seq_rows: list[Any]  # (B,) the prompt row each completion answers (prompt, group)
+    group_ids: torch.Tensor  # (B,) long, the completion's group index
 
-    policy = load_training_policy(cfg)
-    params = policy.trainable_parameters()
-    optimizer, scheduler = make_optimizer(params, cfg)
-    start = ctx.start_step()
-    extra = restore_train_state(ctx, start, policy, optimizer, scheduler)
-    alpha = (GroupWeightState.from_dict(extra["group_weights"]) if "group_weights" in extra
-             else GroupWeightState.uniform(k)).to_tensor()
-    if alpha.shape[0] != k:
-        raise RuntimeError(f"the checkpoint has {alpha.shape[0]} group weights but the dataset has {k} groups: "
-                           "resume with the same dataset")
+    def __len__(self) -> int:
+        return len(self.batch)
 
-    sampler = make_sampler(cfg.sampler, policy.model_path, policy,
-                           **sampler_options(cfg.sampler, policy.device, static_cache=cfg.static_cache))
-    reward = build_reward(cfg.rewards, device=policy.device)
-    device = policy.device
-    pad_id = policy.tokenizer.pad_token_id
-    g_size = cfg.group_size
 
-    def save(step: int) -> None:
-        save_train_state(ctx, step, policy, optimizer, scheduler,
-                         extra={"group_weights": GroupWeightState.from_tensor(alpha).to_dict()})
+@dataclass
+class Scores:
+    """The reward phase's output, in rollout order."""
 
-    def evaluate(step: int) -> dict[str, float]:
-        """Held-out evaluation when due: recorded in the evaluations table; returns the val/* metrics."""
-        if not (eval_due(step, cfg) and heldout.prompts):
-            return {}
-        metrics = heldout_reward_eval(policy, sampler, reward, heldout, max_new_tokens=cfg.max_new_tokens,
-                                      micro_batch_size=cfg.micro_batch_size)
-        record_heldout(ctx, step, metrics, heldout)
-        return heldout_val_metrics(metrics, heldout)
+    scored: Any  # RewardBatch: total (B,) and per_function {name: (B,)}
+    rewards: torch.Tensor  # (B,) float32, +-inf turned into NaN (missing)
+    adv: Any  # GroupAdvantages: advantages (B,), zero_variance (B // G,), num_missing
 
-    loss_kw = loss_settings(cfg)
-    try:
-        if start == 0:
-            val = evaluate(0)
-            if val:
-                ctx.log_step(0, val)  # the before-training point of the held-out curves
-        for step in range(start + 1, cfg.max_steps + 1):
-            timer = PhaseTimer(device)
-            reset_peak_memory(device)
-            with timer.phase("step"):
-                rows = [train[i] for i in schedule.indices(step)]
-                prompts = [r.prompt for r in rows]
-                with timer.phase("sample"):
-                    batch = sampler.generate(prompts, n=g_size, max_new_tokens=cfg.max_new_tokens,
-                                             temperature=cfg.temperature, top_p=cfg.top_p,
-                                             seed=derive_seed("sample", cfg.seed, step) % _SEED_MOD,
-                                             ignore_eos=cfg.ignore_eos)
-                n_seq = len(batch)
-                seq_rows = [rows[i] for i in batch.prompt_index]
-                with timer.phase("reward"):
-                    scored = reward([r.prompt for r in seq_rows], batch.texts)
-                rewards = torch.tensor(scored.total, dtype=torch.float32)  # (B,)
-                if rewards.shape[0] != n_seq:
-                    raise RuntimeError(f"the reward returned {rewards.shape[0]} scores for {n_seq} completions")
-                rewards = torch.where(torch.isinf(rewards), torch.full_like(rewards, float("nan")), rewards)
-                adv_out = group_advantages(rewards, g_size, scale=cfg.advantage_scale)
-                advantages = adv_out.advantages.float()  # (B,)
-                group_ids = torch.tensor([gid[r.group] for r in seq_rows], dtype=torch.long)  # (B,)
 
-                # rows ordered by prompt length, a prompt's G completions side by side: a micro-batch then holds
-                # prompts of similar length (little padding) whose G rows share one prompt pass
-                # (forward_logprobs' "shared" layout). Every per-row tensor below is in this order; the loss is a
-                # sum over rows, so the order changes nothing else.
-                order = sorted(range(n_seq), key=lambda i: (len(batch.prompt_ids[i]), batch.prompt_index[i],
-                                                            len(batch.completion_ids[i])))
-                perm = torch.tensor(order, dtype=torch.long)
-                adv_o, gid_o = advantages[perm], group_ids[perm]  # (B,) in row order
-                padded = padded_rows([batch.prompt_ids[i] for i in order], [batch.completion_ids[i] for i in order],
-                                     pad_id, device=device)
-                with timer.phase("logprobs"):
-                    ref_logp = None
-                    if cfg.beta > 0:
-                        with policy.ref_logits_context() as ref:
-                            ref_logp = batched_logprobs_no_grad(ref, padded, cfg.micro_batch_size,
-                                                                temperature=cfg.temperature, device=device)
-                    need_old = cfg.num_iterations > 1 or (robust and cfg.robust_signal == "grpo_loss")
-                    old_logp = (batched_logprobs_no_grad(policy.model, padded, cfg.micro_batch_size,
-                                                         temperature=cfg.temperature, device=device)
-                                if need_old else None)
+@dataclass
+class Prepared:
+    """The prepare phase's output: the rollout in training-row order (by prompt length, a prompt's completions
+    side by side), ``perm[j]`` the rollout index of row j."""
 
-                group_loss_signal = None
-                if robust:
-                    with timer.phase("weights"):  # all of GR-GRPO's own cost lands in this phase
-                        if cfg.robust_signal == "reward_shortfall":
-                            means, _, counts = group_reward_stats(rewards, group_ids, k)
-                            group_loss_signal = torch.where(counts > 0, 1.0 - means, torch.zeros_like(means))
-                            present = counts > 0
-                        else:
-                            with torch.no_grad():
-                                _, st = grpo_loss(old_logp, old_logp, adv_o.to(device), padded.target_mask,
-                                                  ref_logp=ref_logp, **loss_kw)
-                            group_loss_signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), gid_o, k)
-                            present = counts > 0
-                        alpha = update_group_weights(alpha, group_loss_signal.float(), cfg.eta, chi=cfg.chi,
-                                                     present=present)
-                        coeffs = sequence_coefficients(gid_o, k, mixed_weights(alpha, cfg.chi))
-                else:
-                    coeffs = sequence_coefficients(gid_o, k, None)
-                train_batch = TrainBatch(padded, adv_o, coeffs, old_logp=old_logp, ref_logp=ref_logp)
+    perm: torch.Tensor  # (B,) long
+    rows: PaddedRows  # input_ids (B, L), attention_mask (B, L), target_mask (B, L-1)
+    advantages: torch.Tensor  # (B,) in row order
+    group_ids: torch.Tensor  # (B,) in row order
 
-                with timer.phase("update"):
-                    upd = update_policy(policy.model, params, optimizer, train_batch,
-                                        num_iterations=cfg.num_iterations, micro_batch_size=cfg.micro_batch_size,
-                                        max_grad_norm=cfg.max_grad_norm, loss_kw=loss_kw,
-                                        temperature=cfg.temperature, device=device)
-                    lr = scheduler.get_last_lr()[0]
-                    scheduler.step()
-                with timer.phase("sync"):
-                    sampler.sync_weights(policy.model)
 
-            per_seq_values = torch.zeros(n_seq)
-            per_seq_values[perm] = upd.per_sequence_loss  # back to batch order
-            metrics = _step_metrics(cfg, rewards, scored, adv_out, batch, train_batch.num_tokens, upd, lr, timer,
-                                    device)
-            means, stds, counts = group_reward_stats(rewards, group_ids, k)
-            seqs = torch.zeros(k).index_add(0, group_ids, torch.ones(n_seq))  # (K,) sequences per group
-            loss_g = torch.zeros(k).index_add(0, group_ids, per_seq_values) / seqs.clamp_min(1.0)
-            finite = counts > 0
-            metrics[mk.REWARD_WORST_GROUP] = float(means[finite].min()) if bool(finite.any()) else float("nan")
-            groups = []
-            for g, i in gid.items():
-                if seqs[i] == 0 and not robust:  # a group with completions is kept even when none could be scored
-                    continue
-                row = {mk.GROUP_REWARD_MEAN: float(means[i]), mk.GROUP_REWARD_STD: float(stds[i]),
-                       mk.GROUP_COUNT: int(seqs[i]),
-                       mk.GROUP_LOSS: float(loss_g[i]) if seqs[i] > 0 else None,
-                       mk.GROUP_WEIGHT: float(alpha[i]) if robust else None}
-                if robust and group_loss_signal is not None:
-                    row["signal"] = float(group_loss_signal[i])
-                groups.append({"group": g, **row})
-                metrics[mk.group_reward(g)] = float(means[i])
-                if robust:
-                    metrics[mk.group_weight(g)] = float(alpha[i])
-            samples = _samples(cfg.samples_logged, g_size, seq_rows, batch.texts, rewards, scored, advantages)
-            # evaluated before the step is logged, so its val/* metrics go into the step's one transaction
-            metrics.update(evaluate(step))
-            ctx.log_step(step, metrics, groups, samples)
-            saved = ctx.checkpoint_due(step)
-            if saved:
-                save(step)
-            if ctx.should_stop():
-                if not saved:
-                    save(step)
-                return
-    finally:
-        sampler.close()
-        close = getattr(reward, "close", None)
+@dataclass
+class Weights:
+    """The weights phase's output: the per-sequence coefficients (row order) and, for GR-GRPO, the group signal
+    that moved alpha."""
+
+    coeffs: torch.Tensor  # (B,) c_i, loss = sum_i c_i * l_i
+    signal: torch.Tensor | None = None  # (K,) group loss signal (GR-GRPO)
+
+
+class GRPORun:
+    """One BiasGRPO or GR-GRPO run; ``step`` is its phases in order, each a method taking and returning the
+    typed values above."""
+
+    def __init__(self, ctx: RunContext):
+        from engine.rewards.base import build_reward
+        from engine.sampling.base import make_sampler, sampler_options
+
+        cfg = self.cfg = ctx.config
+        self.ctx = ctx
+        self.robust = cfg.algorithm == "gr_grpo"
+        self.t = t = start_training(ctx)
+        self.schedule = BatchSchedule([r.group for r in t.train], cfg.prompts_per_step, cfg.seed, cfg.group_sampling)
+        self.heldout = _heldout(cfg)
+        self.sampler = make_sampler(cfg.sampler, t.policy.model_path, t.policy,
+                                    **sampler_options(cfg.sampler, t.device, static_cache=cfg.static_cache))
+        self.reward = build_reward(cfg.rewards, device=t.device)
+        self.loss_kw = loss_settings(cfg)
+
+    def close(self) -> None:
+        self.sampler.close()
+        close = getattr(self.reward, "close", None)
         if close is not None:
             close()
 
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Held-out evaluation when due: recorded in the evaluations table; returns the val/* metrics."""
+        if not (eval_due(step, self.cfg) and self.heldout.prompts):
+            return {}
+        metrics = heldout_reward_eval(self.t.policy, self.sampler, self.reward, self.heldout,
+                                      max_new_tokens=self.cfg.max_new_tokens, micro_batch_size=self.cfg.micro_batch_size)
+        record_heldout(self.ctx, step, metrics, self.heldout)
+        return heldout_val_metrics(metrics, self.heldout)
 
-def _step_metrics(cfg: Any, rewards: torch.Tensor, scored: Any, adv_out: Any, batch: Any, total_tokens: float,
-                  upd: UpdateResult, lr: float, timer: PhaseTimer, device: str) -> dict[str, float]:
+    def step(self, step: int) -> StepLog:
+        timer = PhaseTimer(self.t.device)
+        reset_peak_memory(self.t.device)
+        with timer.phase("step"):
+            with timer.phase("sample"):
+                rollout = self.sample(step)
+            with timer.phase("reward"):
+                scores = self.score(rollout)
+            with timer.phase("prepare"):
+                prep = self.prepare(rollout, scores)
+            with timer.phase("logprobs"):
+                old_logp, ref_logp = self.logprobs(prep.rows)
+            with timer.phase("weights") if self.robust else contextlib.nullcontext():  # GR-GRPO's own cost
+                weights = self.weights(rollout, scores, prep, old_logp, ref_logp)
+            batch = TrainBatch(prep.rows, prep.advantages, weights.coeffs, old_logp=old_logp, ref_logp=ref_logp)
+            with timer.phase("update"):
+                upd = self.update(batch)
+                lr = self.t.lr_step()
+            with timer.phase("sync"):
+                self.sampler.sync_weights(self.t.policy.model)
+        with timer.phase("log"):
+            out = self.log(rollout, scores, prep, weights, batch, upd, lr)
+        out.metrics.update(timer.metrics())
+        _throughput(out.metrics, rollout.batch, timer)
+        return out
+
+    def sample(self, step: int) -> Rollout:
+        cfg = self.cfg
+        rows = [self.t.train[i] for i in self.schedule.indices(step)]
+        batch = self.sampler.generate([r.prompt for r in rows], n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
+                                      temperature=cfg.temperature, top_p=cfg.top_p,
+                                      seed=derive_seed("sample", cfg.seed, step) % _SEED_MOD,
+                                      ignore_eos=cfg.ignore_eos)
+        seq_rows = [rows[i] for i in batch.prompt_index]
+        return Rollout(batch, seq_rows, self.t.group_ids(seq_rows))
+
+    def score(self, rollout: Rollout) -> Scores:
+        import torch
+
+        from engine.algorithms.grpo import group_advantages
+
+        scored = self.reward([r.prompt for r in rollout.seq_rows], rollout.batch.texts)
+        rewards = torch.tensor(scored.total, dtype=torch.float32)  # (B,)
+        if rewards.shape[0] != len(rollout):
+            raise RuntimeError(f"the reward returned {rewards.shape[0]} scores for {len(rollout)} completions")
+        rewards = torch.where(torch.isinf(rewards), torch.full_like(rewards, float("nan")), rewards)
+        return Scores(scored, rewards, group_advantages(rewards, self.cfg.group_size, scale=self.cfg.advantage_scale))
+
+    def prepare(self, rollout: Rollout, scores: Scores) -> Prepared:
+        """Rows ordered by prompt length, a prompt's G completions side by side: a micro-batch then holds prompts
+        of similar length (little padding) whose G rows share one prompt pass (forward_logprobs' "shared" layout).
+        The loss is a sum over rows, so the order changes nothing else."""
+        import torch
+
+        b = rollout.batch
+        order = sorted(range(len(b)), key=lambda i: (len(b.prompt_ids[i]), b.prompt_index[i],
+                                                     len(b.completion_ids[i])))
+        perm = torch.tensor(order, dtype=torch.long)
+        rows = padded_rows([b.prompt_ids[i] for i in order], [b.completion_ids[i] for i in order],
+                           self.t.policy.tokenizer.pad_token_id, device=self.t.device)
+        return Prepared(perm, rows, scores.adv.advantages.float()[perm], rollout.group_ids[perm])
+
+    def logprobs(self, rows: PaddedRows) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(old, ref) log-probs (B, L-1): the reference's when beta > 0, the sampling policy's when mu > 1 or
+        GR-GRPO's signal needs loss values; None where not needed."""
+        cfg, policy = self.cfg, self.t.policy
+        kw = dict(temperature=cfg.temperature, device=self.t.device)
+        ref_logp = None
+        if cfg.beta > 0:
+            with policy.ref_logits_context() as ref:
+                ref_logp = batched_logprobs_no_grad(ref, rows, cfg.micro_batch_size, **kw)
+        need_old = cfg.num_iterations > 1 or (self.robust and cfg.robust_signal == "grpo_loss")
+        old_logp = batched_logprobs_no_grad(policy.model, rows, cfg.micro_batch_size, **kw) if need_old else None
+        return old_logp, ref_logp
+
+    def weights(self, rollout: Rollout, scores: Scores, prep: Prepared, old_logp: torch.Tensor | None,
+                ref_logp: torch.Tensor | None) -> Weights:
+        """Plain GRPO: c_i = 1/B. GR-GRPO: one adversary step on alpha from this batch's group signal (only the
+        groups present move), then c_i from the mixed weights (module docstring)."""
+        import torch
+
+        from engine.algorithms.group_robust import group_losses, mixed_weights, update_group_weights
+        from engine.algorithms.grpo import grpo_loss
+
+        k, cfg = self.t.k, self.cfg
+        if not self.robust:
+            return Weights(sequence_coefficients(prep.group_ids, k, None))
+        if cfg.robust_signal == "reward_shortfall":
+            means, _, counts = group_reward_stats(scores.rewards, rollout.group_ids, k)
+            signal = torch.where(counts > 0, 1.0 - means, torch.zeros_like(means))
+        else:
+            with torch.no_grad():
+                _, st = grpo_loss(old_logp, old_logp, prep.advantages.to(self.t.device), prep.rows.target_mask,
+                                  ref_logp=ref_logp, **self.loss_kw)
+            signal, counts = group_losses(st["per_sequence_loss"].float().cpu(), prep.group_ids, k)
+        self.t.alpha = update_group_weights(self.t.alpha, signal.float(), cfg.eta, chi=cfg.chi, present=counts > 0)
+        return Weights(sequence_coefficients(prep.group_ids, k, mixed_weights(self.t.alpha, cfg.chi)), signal)
+
+    def update(self, batch: TrainBatch) -> UpdateResult:
+        cfg = self.cfg
+        return update_policy(self.t.policy.model, self.t.params, self.t.optimizer, batch,
+                             num_iterations=cfg.num_iterations, micro_batch_size=cfg.micro_batch_size,
+                             max_grad_norm=cfg.max_grad_norm, loss_kw=self.loss_kw, temperature=cfg.temperature,
+                             device=self.t.device)
+
+    def log(self, rollout: Rollout, scores: Scores, prep: Prepared, weights: Weights, batch: TrainBatch,
+            upd: UpdateResult, lr: float) -> StepLog:
+        """The step's metrics, group rows (reward, loss, count, weight per group) and stored samples."""
+        import torch
+
+        cfg, k, alpha = self.cfg, self.t.k, self.t.alpha
+        per_seq = torch.zeros(len(rollout))
+        per_seq[prep.perm] = upd.per_sequence_loss  # back to rollout order
+        metrics = _step_metrics(scores, rollout.batch, batch.num_tokens, upd, lr, self.t.device)
+        means, stds, counts = group_reward_stats(scores.rewards, rollout.group_ids, k)
+        seqs = torch.zeros(k).index_add(0, rollout.group_ids, torch.ones(len(rollout)))  # (K,) sequences per group
+        loss_g = torch.zeros(k).index_add(0, rollout.group_ids, per_seq) / seqs.clamp_min(1.0)
+        finite = counts > 0
+        metrics[mk.REWARD_WORST_GROUP] = float(means[finite].min()) if bool(finite.any()) else float("nan")
+        groups = []
+        for g, i in self.t.gid.items():
+            if seqs[i] == 0 and not self.robust:  # a group with completions is kept even when none could be scored
+                continue
+            row = {mk.GROUP_REWARD_MEAN: float(means[i]), mk.GROUP_REWARD_STD: float(stds[i]),
+                   mk.GROUP_COUNT: int(seqs[i]), mk.GROUP_LOSS: float(loss_g[i]) if seqs[i] > 0 else None,
+                   mk.GROUP_WEIGHT: float(alpha[i]) if self.robust else None}
+            if weights.signal is not None:
+                row["signal"] = float(weights.signal[i])
+            groups.append({"group": g, **row})
+            metrics[mk.group_reward(g)] = float(means[i])
+            if self.robust:
+                metrics[mk.group_weight(g)] = float(alpha[i])
+        samples = _samples(cfg.samples_logged, cfg.group_size, rollout.seq_rows, rollout.batch.texts, scores.rewards,
+                           scores.scored, scores.adv.advantages)
+        return StepLog(metrics, groups, samples)
+
+
+def execute(ctx: RunContext) -> None:
+    run = GRPORun(ctx)
+    try:
+        run_steps(ctx, run.t.start, run.step, evaluate=run.evaluate, save=run.t.save)
+    finally:
+        run.close()
+
+
+def _step_metrics(scores: Scores, batch: Any, total_tokens: float, upd: UpdateResult, lr: float,
+                  device: str) -> dict[str, float]:
     import torch
 
     lengths = [len(c) for c in batch.completion_ids]
     tok = max(total_tokens, 1.0)
-    stats = upd.token_stats
+    stats, rewards, adv = upd.token_stats, scores.rewards, scores.adv
     m: dict[str, float] = {
         mk.REWARD_MEAN: _nanmean(rewards),
         mk.REWARD_STD: _nanstd(rewards),
-        mk.REWARD_NAN_COUNT: float(adv_out.num_missing),
-        "advantage/abs_mean": float(adv_out.advantages.abs().mean()),
-        mk.ZERO_VAR_FRAC: float(adv_out.zero_variance.float().mean()),
+        mk.REWARD_NAN_COUNT: float(adv.num_missing),
+        "advantage/abs_mean": float(adv.advantages.abs().mean()),
+        mk.ZERO_VAR_FRAC: float(adv.zero_variance.float().mean()),
         mk.KL: stats["kl"] / tok,
         mk.CLIP_LOW: stats["clip_low"] / tok,
         mk.CLIP_HIGH: stats["clip_high"] / tok,
@@ -419,14 +471,18 @@ def _step_metrics(cfg: Any, rewards: torch.Tensor, scored: Any, adv_out: Any, ba
         mk.GRAD_NORM: upd.grad_norm,
         mk.MEMORY_PEAK_MB: peak_memory_mb(device),
     }
-    for name, vals in scored.per_function.items():
+    for name, vals in scores.scored.per_function.items():
         m[mk.reward_term(name)] = _nanmean(torch.tensor(vals, dtype=torch.float32))
-    m.update(timer.metrics())
-    step_time = timer.times.get("step", float("nan"))
-    m[mk.TOKENS_PER_S] = sum(lengths) / step_time if step_time > 0 else float("nan")
-    sample_time = timer.times.get("sample", 0.0)
-    m["sample/tokens_per_s"] = sum(lengths) / sample_time if sample_time > 0 else float("nan")
     return m
+
+
+def _throughput(m: dict[str, float], batch: Any, timer: PhaseTimer) -> None:
+    """Completion tokens per second of the whole step and of the sample phase."""
+    tokens = sum(len(c) for c in batch.completion_ids)
+    step_time = timer.times.get("step", float("nan"))
+    m[mk.TOKENS_PER_S] = tokens / step_time if step_time > 0 else float("nan")
+    sample_time = timer.times.get("sample", 0.0)
+    m["sample/tokens_per_s"] = tokens / sample_time if sample_time > 0 else float("nan")
 
 
 def _samples(limit: int, g_size: int, seq_rows: list[Any], texts: list[str], rewards: torch.Tensor, scored: Any,
