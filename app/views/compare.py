@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, eval_view, forms
+from app import charts, eval_launcher, eval_view, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
@@ -130,9 +130,12 @@ with tab_overlay:
 
 with tab_eval:
     evs = evaluations(store)
+    eval_launcher.render_launcher(store, expanded=not evs)
+    eval_launcher.render_jobs(store)
     if not evs:
-        st.info("No evaluation results yet. Evaluation jobs and in-run evaluations write them: queue an "
-                "evaluation of the base model and of a tuned run to see before/after here.", icon=":material/info:")
+        st.info("No evaluation results yet. Training runs evaluate themselves at step 0 and at their last step; "
+                "queue an evaluation of the base model and of a tuned run's checkpoint above (New evaluation) to "
+                "see their before/after here.", icon=":material/info:")
     else:
         eval_view.render_before_after(store, key="eval.pivot")
 
