@@ -9,6 +9,7 @@ after - before over the same items, McNemar's exact test where the metric is a s
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from engine.evaluation import metrics as M
 from engine.evaluation import uncertainty as U
 from engine.evaluation.harness import DIGITS, TABLE
 
-NESTED = ("ci", "bootstrap", "items", "paired")  # the non-number parts of an evaluation's metrics
+NESTED = ("ci", "bootstrap", "items", "paired", "answers")  # the non-number parts of an evaluation's metrics
 AFTER_COLOUR = "#0072B2"
 
 
@@ -61,14 +62,16 @@ def _errors(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {"type": "data", "array": plus, "arrayminus": minus, "visible": True}
 
 
-def interval_figure(metric: str, series: Mapping[str, Sequence[Mapping[str, Any]]]) -> go.Figure:
+def interval_figure(metric: str, series: Mapping[str, Sequence[Mapping[str, Any]]],
+                    title: str | None = None) -> go.Figure:
     """`metric` per group for each evaluation, intervals as error bars."""
     colours = [AVERAGE_COLOUR, AFTER_COLOUR]
     fig = go.Figure([go.Bar(name=plotly_plain(name), x=[plotly_plain(r["group"]) for r in rows],
                             y=[r["value"] for r in rows], error_y=_errors(rows),
                             marker_color=colours[i % len(colours)])
                      for i, (name, rows) in enumerate(series.items())])
-    fig.update_layout(barmode="group", title={"text": f"{plotly_plain(metric)} with 95% intervals", "x": 0},
+    fig.update_layout(barmode="group", title={"text": plotly_plain(title) if title else
+                                              f"{plotly_plain(metric)} with 95% intervals", "x": 0},
                       height=HEIGHT, margin={"l": 50, "r": 10, "t": 40, "b": 40}, template="plotly_white",
                       yaxis_title=plotly_plain(metric), legend={"orientation": "h", "y": -0.2})
     return fig
@@ -456,6 +459,8 @@ def render_run_evaluations(store: Any, run_id: int) -> None:
 
     st.subheader("Evaluations")
     render_before_after(store, run_id=run_id, key=f"run.evals.{run_id}")
+    st.page_link("views/results.py", label="Per-group report with paired tests: Results page",
+                 icon=":material/analytics:")
 
 
 def result_rows(evs: Sequence[Any], algorithms: Mapping[int, str], run_names: Mapping[int, str]) -> list[dict[str, Any]]:
@@ -469,4 +474,140 @@ def result_rows(evs: Sequence[Any], algorithms: Mapping[int, str], run_names: Ma
                     "headline": "; ".join(f"{f.metric} {fmt_figure(f, digits(ev.benchmark))}" for f in head),
                     "dataset": ev.dataset_version, "seed": ev.seed,
                     "created": ev.created_at.strftime("%Y-%m-%d %H:%M") if ev.created_at else ""})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the report
+@dataclass
+class Pair:
+    """One benchmark of one run in the report: the result before training and the one after (either may be
+    missing), with how each was found."""
+
+    benchmark: str
+    before: Any | None
+    after: Any | None
+    before_label: str
+    after_label: str
+
+
+def _pairs_with(before: Any, after: Any) -> bool:
+    tb, ta = U.stored_table(before.metrics), U.stored_table(after.metrics)
+    return tb is not None and ta is not None and tb.key_digest == ta.key_digest and len(tb) == len(ta)
+
+
+def report_pairs(evs: Sequence[Any], run: Any, algorithms: Mapping[int, str],
+                 run_names: Mapping[int, str]) -> list[Pair]:
+    """Every stored benchmark of `run` as before -> after. The run's own held-out evaluations: its first
+    evaluated step (0, before training) -> its last. The benchmarks (`studio eval` or queued jobs): the run's
+    latest checkpoint result -> the base model's result, preferring one on the same items (so the paired test
+    applies), else the latest of the base model."""
+    try:
+        base = json.loads(run.config_json).get("model")
+    except (TypeError, ValueError, AttributeError):
+        base = None
+    pairs: list[Pair] = []
+    own = [c for c in before_after_columns(evs, algorithms, run_names, run.id) if c.subject.source == "run"]
+    if own:
+        before_col, after_col = own[0], own[-1] if len(own) > 1 else None
+        for bench in sorted(set(before_col.by_benchmark) | set(after_col.by_benchmark if after_col else ()),
+                            key=bench_rank):
+            pairs.append(Pair(bench, before_col.by_benchmark.get(bench),
+                              after_col.by_benchmark.get(bench) if after_col else None, before_col.label,
+                              after_col.label if after_col else "(no later evaluation)"))
+    tuned: dict[str, tuple[Subject, Any]] = {}  # benchmark -> latest result of the run's latest evaluated step
+    base_results: dict[str, list[Any]] = {}
+    for ev in evs:
+        sub = subject(ev, algorithms)
+        if sub.source == "run":
+            continue
+        if sub.run_id == run.id:
+            prev = tuned.get(ev.benchmark)
+            if prev is None or (sub.step or 0) >= (prev[0].step or 0):
+                tuned[ev.benchmark] = (sub, ev)
+        elif sub.run_id is None and base is not None and sub.model == base:
+            base_results.setdefault(ev.benchmark, []).append(ev)
+    for bench in sorted(set(tuned) | set(base_results), key=bench_rank):
+        after = tuned.get(bench)
+        candidates = base_results.get(bench, [])
+        before = None
+        if after is not None:
+            before = next((b for b in reversed(candidates) if _pairs_with(b, after[1])), None)
+        if before is None and candidates:
+            before = candidates[-1]
+        b_label = column_label(subject(before, algorithms), run_names) if before is not None else \
+            f"(base model {base} not evaluated)"
+        a_label = column_label(after[0], run_names) if after is not None else "(no checkpoint evaluated)"
+        pairs.append(Pair(bench, before, after[1] if after else None, b_label, a_label))
+    return pairs
+
+
+def pair_rows(pair: Pair) -> tuple[list[dict[str, Any]], str]:
+    """Rows of a pair's table (group, metric, what is unbiased, before, after, change [paired 95% interval],
+    McNemar p, ✱) and a note on how the change was computed."""
+    bench = pair.benchmark
+    n = digits(bench)
+    fb = {(f.group, f.metric): f for f in figures(bench, pair.before.metrics)} if pair.before is not None else {}
+    fa = {(f.group, f.metric): f for f in figures(bench, pair.after.metrics)} if pair.after is not None else {}
+    got: dict[str, U.Change] | None = None
+    note = ""
+    if pair.before is not None and pair.after is not None:
+        got, why = changes(pair.before, pair.after)
+        note = ("change: after - before on the same items, paired bootstrap 95% interval; McNemar's exact test "
+                "where the metric is a share of a yes/no outcome; ✱ = the interval excludes 0") if got else \
+            f"change without a paired test: {why}" if U.stored_table(pair.before.metrics) is not None else \
+            "change without a paired test: these results were stored without their per-item outcomes"
+    keys = list(fb) + [k for k in fa if k not in fb]
+    order = METRIC_ORDER.get(bench, ())
+    groups = sorted({g for g, _ in keys if g != "all"})
+    keys.sort(key=lambda gm: (gm[0] != "all", groups.index(gm[0]) if gm[0] in groups else -1,
+                              order.index(gm[1]) if gm[1] in order else len(order), gm[1]))
+    rows = []
+    for g, m in keys:
+        b, a = fb.get((g, m)), fa.get((g, m))
+        c = None
+        if got is not None and b is not None:
+            c = got.get(b.key if g == "all" else b.key)
+        change = ""
+        if c is not None:
+            change = f"{c.diff:+.{n}f}"
+            if c.low is not None and c.high is not None:
+                change += f" [{c.low:+.{n}f}, {c.high:+.{n}f}]"
+        elif a is not None and b is not None:
+            change = f"{a.value - b.value:+.{n}f}"
+        rows.append({"group": g, "metric": m, "unbiased / better": REFERENCE.get((bench, m), ""),
+                     "before": fmt_figure(b, n), "after": fmt_figure(a, n), "change": change,
+                     "McNemar p": f"{c.p_mcnemar:.3g}" if c is not None and c.p_mcnemar is not None else "",
+                     "✱": "✱" if c is not None and c.significant else ""})
+    return rows, note
+
+
+def pair_metrics(pair: Pair) -> list[str]:
+    """Metrics of a pair that have a value per group (what the per-group chart can draw), headline first."""
+    out: dict[str, None] = {}
+    for ev in (pair.before, pair.after):
+        if ev is None:
+            continue
+        figs = figures(pair.benchmark, ev.metrics)
+        per_group = {f.metric for f in figs if f.group != "all"}
+        for f in figs:
+            if f.group == "all" and f.metric in per_group:
+                out.setdefault(f.metric)
+    return list(out)
+
+
+def pair_answers(pair: Pair, n: int = 10) -> list[dict[str, Any]]:
+    """Up to `n` held-out prompts with the base and the tuned answer, where both results stored answers
+    (the "reward" benchmark keeps a fixed sample of them)."""
+    if pair.before is None or pair.after is None:
+        return []
+    before = {a.get("prompt"): a for a in pair.before.metrics.get("answers") or [] if isinstance(a, Mapping)}
+    out = []
+    for a in pair.after.metrics.get("answers") or []:
+        if isinstance(a, Mapping) and a.get("prompt") in before:
+            b = before[a["prompt"]]
+            out.append({"group": a.get("group", ""), "prompt": a["prompt"], "before": b.get("answer", ""),
+                        "after": a.get("answer", ""), "reward_before": b.get("reward"),
+                        "reward_after": a.get("reward")})
+        if len(out) >= n:
+            break
     return out

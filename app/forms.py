@@ -24,6 +24,7 @@ from engine.config import (ALGORITHM_LABELS, DEFAULT_MODEL, EMBEDDED_MODELS, CON
 
 REWARD_CHOICES = {
     "bias_rm": "Bias reward model (higher = less biased)",
+    "relevance": "Relevance (model): answers the prompt, on topic",
     "length": "Length (rule): prefers answers near a target length",
     "refusal": "Refusal (rule): penalises refusing harmless questions",
     "format": "Format (rule): well-formed, complete answers",
@@ -210,6 +211,47 @@ def _render_rewards(key: str, f: dict[str, Any]) -> None:
             if wkey not in st.session_state:
                 st.session_state[wkey] = 1.0
             col.number_input(f"Weight of {plain(n)}", key=wkey, step=0.1, format="%g")  # n can come from a preset
+    if "bias_rm" in names:
+        _render_reward_card(st.session_state.get(f"{key}.params", {}).get("bias_rm", {}).get("path"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8, ttl=60)
+def _reward_info(path: str | None) -> Any:
+    from engine.rewards.info import reward_model_info
+
+    return reward_model_info(path)
+
+
+def _render_reward_card(path: Any) -> None:
+    """The active bias reward's validation table and model card, so a user sees what it measures and where it
+    is weak before queueing a run."""
+    import pandas as pd
+
+    from engine.rewards.info import card_summary, validation_rows
+    from engine.submission import path_problems
+
+    if path is not None and (not isinstance(path, str) or
+                             path_problems({"rewards": [{"name": "bias_rm", "params": {"path": path}}]}, web=True)):
+        return  # a server path the web app may not read: not even its card
+    try:
+        info = _reward_info(path)
+    except (OSError, ValueError) as e:
+        st.caption(f"Bias reward model: no card ({plain(e)})")
+        return
+    with st.expander(f"Bias reward: what it measures and how it was validated ({plain(info.label)})",
+                     icon=":material/fact_check:"):
+        for note in info.notes:
+            st.warning(plain(note))
+        if info.validation:
+            st.caption(f"`studio reward check` of {plain(str(info.validation.get('created', '?'))[:10])}: "
+                       "(a) hand-written direction suite, (b) BBQ eval answers, (c) held-out StereoSet AUC, "
+                       "(d) neutral sentences about groups.")
+            st.dataframe(pd.DataFrame(validation_rows(info.validation)), hide_index=True)
+        if info.card:
+            if info.shipped:  # the studio's own card: its markdown is ours
+                st.markdown(card_summary(info.card))
+            else:  # a user's folder: its card is their text
+                st.text(card_summary(info.card))
 
 
 def render_field(algorithm: str, f: dict[str, Any], problems: Mapping[str, str], *,

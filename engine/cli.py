@@ -351,7 +351,7 @@ def eval_show(ids: list[int] = typer.Argument(..., help="Evaluation ids (as `stu
 @friendly
 def reward_train(out: Optional[Path] = typer.Option(None, help="Output folder (default: the studio's reward model)."),
                  epochs: int = typer.Option(2, help="Training epochs."), seed: int = typer.Option(0),
-                 layers: int = typer.Option(2, help="Top encoder layers to fine-tune (the rest stay frozen)."),
+                 layers: int = typer.Option(3, help="Top encoder layers to fine-tune (the rest stay frozen)."),
                  max_train: Optional[int] = typer.Option(None, help="Cap on training examples (quick runs)."),
                  ship: bool = typer.Option(False, help="Also refresh the tensors shipped in engine/rewards/shipped/.")
                  ) -> None:

@@ -97,7 +97,8 @@ class RewardSpec(BaseModel):
     """One term of the reward: a registered reward function and its weight in the sum."""
 
     model_config = _STRICT
-    name: str = Field(DEFAULT_REWARD, description="Registered reward function (bias_rm, length, refusal, format).")
+    name: str = Field(DEFAULT_REWARD, description="Registered reward function (bias_rm, relevance, length, refusal, "
+                                                  "format).")
     weight: float = Field(1.0, description="Weight of this term in the summed reward.", ge=-1000.0, le=1000.0)
     params: dict[str, Any] = Field(default_factory=dict, description="Options of the reward function.")
 
@@ -250,8 +251,12 @@ class GRPOConfig(LLMRunConfig):
         "GPU, off on the CPU, where the compile rarely pays for itself).", section="sampling", advanced=True)
     ignore_eos: bool = _f(False, "Keep sampling past EOS up to max_new_tokens, so every completion has the same "
                           "length (for benchmarks; leave off for real runs).", section="sampling", advanced=True)
-    rewards: list[RewardSpec] = _f([RewardSpec()], "Reward terms, summed with their weights.", section="reward",
-                                   max_length=16)
+    rewards: list[RewardSpec] = _f(
+        [RewardSpec(name="bias_rm", weight=1.0), RewardSpec(name="relevance", weight=0.25),
+         RewardSpec(name="refusal", weight=0.2)],
+        "Reward terms, summed with their weights. The default scores bias in context (bias_rm) next to staying on "
+        "topic and saying something (relevance) and not refusing (refusal), so evasion cannot win.",
+        section="reward", max_length=16)
     beta: float = _f(0.04, "KL penalty coefficient to the reference model (0 skips the reference).", section="loss",
                      ge=0.0, le=10.0)
     num_iterations: int = _f(1, "Inner updates per batch (mu); > 1 reuses the stored old log-probs.",

@@ -109,3 +109,23 @@ def test_loading_a_preset_fills_the_form(store):
     assert at.selectbox(key="new.algorithm").value == "gr_dpo"
     assert at.number_input(key="cfg.gr_dpo.eta").value == 0.05
     assert at.number_input(key="cfg.gr_dpo.max_steps").value == 33
+
+
+def test_reward_terms_come_with_the_reward_models_card_and_validation_table(store):
+    """Next to the reward terms: what the active bias reward measures and where it falls short (issue 11)."""
+    from engine.config import GRPOConfig
+    from engine.rewards.info import reward_model_info
+
+    at = open_page("views/new_run.py")
+    assert not at.exception
+    assert at.multiselect(key="cfg.grpo.rewards.names").value == [s.name for s in GRPOConfig().rewards]
+    (box,) = [e for e in at.expander if e.label.startswith("Bias reward: what it measures")]
+    info = reward_model_info(None)
+    shown = " ".join(m.value for m in box.markdown)
+    assert "What it measures" in shown  # the shipped model card
+    if info.validation is not None and not info.stale:
+        (table,) = box.dataframe
+        assert "suite overall" in set(table.value["kind"])
+        assert {"bias_rm alone", "default GRPO reward"} <= set(table.value["reward"])
+    else:
+        assert any("studio reward check" in w.value for w in box.warning)

@@ -158,3 +158,115 @@ def test_held_out_targets_keep_each_target_on_one_side_and_cover_every_category(
         targets = {it.target for it in items if it.bias_type == bias_type}
         n_held = sum(1 for b, _ in held if b == bias_type)
         assert 1 <= n_held < len(targets)
+
+
+# ------------------------------------------------------------------ the (prompt, completion) input of issue 11
+
+
+def _two_head_folder(path):
+    """A tiny folder shaped like the studio's: two sigmoid logits (unbiased, on_topic) reading text pairs."""
+    from engine.rewards.bias_model import reward_config_fields
+
+    folder = _tiny_folder(path, 2, {0: "unbiased", 1: "on_topic"})
+    cfg = transformers.AutoConfig.from_pretrained(str(folder))
+    for k, v in reward_config_fields(64, labels=("unbiased", "on_topic"), input="pair").items():
+        setattr(cfg, k, v)
+    cfg.save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_heads(tmp_path_factory):
+    return _two_head_folder(tmp_path_factory.mktemp("two"))
+
+
+PROMPTS = ["Are women bad at math?", "Does practice help with math?", "", "Complete this sentence: Women are",
+           "x " * 200]
+COMPLETIONS = ["Yes, that's true.", "Yes, that's true.", "Yes, that's true.", "bad at math.", "word " * 200]
+
+
+def test_training_and_scoring_read_the_same_token_ids(two_heads):
+    """FrozenCache (training) and BiasRewardModel (scoring) both go through encode_reward_inputs: the ids the
+    model sees when scoring are exactly the ids training cached."""
+    from engine.rewards.train import FrozenCache
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(two_heads)).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(two_heads))
+    cache = FrozenCache(model, tok, PROMPTS, COMPLETIONS, layers=1, max_length=64)
+    seen: list[list[int]] = []
+
+    def grab(module, args, kwargs):
+        ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        mask = kwargs["attention_mask"] if "attention_mask" in kwargs else args[1]
+        seen.extend(row[m.bool()].tolist() for row, m in zip(ids, mask))
+
+    handle = model.bert.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        BiasRewardModel.from_loaded(model, tok, max_length=64, sort_by_length=False).score_pairs(PROMPTS, COMPLETIONS)
+    finally:
+        handle.remove()
+    assert seen == cache.ids
+    assert all(len(ids) <= 64 for ids in seen)
+    sep = tok.sep_token_id
+    assert all(ids.count(sep) == 2 for ids in seen)  # always a pair: [CLS] prompt [SEP] completion [SEP]
+
+
+def test_pair_input_reads_the_prompt_and_completion_input_does_not(two_heads):
+    pair = BiasRewardModel(two_heads)
+    assert pair.input == "pair" and pair.transform == "sigmoid" and pair.label_index == 0
+    a, b, _, _, _ = pair.score_pairs(PROMPTS, COMPLETIONS)
+    assert a != pytest.approx(b, abs=1e-6)  # same completion, other prompt: another score
+    alone = BiasRewardModel(two_heads, input="completion")
+    x, y, z, _, _ = alone.score_pairs(PROMPTS, COMPLETIONS)
+    assert x == pytest.approx(y, abs=1e-6) and x == pytest.approx(z, abs=1e-6)
+
+
+def test_sigmoid_of_the_chosen_logit_and_the_declared_direction(two_heads):
+    m = BiasRewardModel(two_heads)
+    logits = m.pair_logits(PROMPTS, COMPLETIONS)
+    assert m.score_pairs(PROMPTS, COMPLETIONS) == pytest.approx([1 / (1 + math.exp(-r[0])) for r in logits])
+    flipped = BiasRewardModel(two_heads, direction="higher_is_more_biased").score_pairs(PROMPTS, COMPLETIONS)
+    assert flipped == pytest.approx([1 / (1 + math.exp(r[0])) for r in logits])
+    topic = BiasRewardModel(two_heads, unbiased_label="on_topic").score_pairs(PROMPTS, COMPLETIONS)
+    assert topic == pytest.approx([1 / (1 + math.exp(-r[1])) for r in logits])
+
+
+def test_relevance_reward_uses_the_on_topic_head_and_nothing_said_scores_zero(two_heads):
+    from engine.rewards import build_reward
+
+    with build_reward([{"name": "relevance", "params": {"path": str(two_heads)}},
+                       {"name": "bias_rm", "params": {"path": str(two_heads)}}]) as reward:
+        out = reward(["Tell me about nurses."] * 3, ["Nurses work in many places.", "", "   "])
+    logits = BiasRewardModel(two_heads).pair_logits(["Tell me about nurses."], ["Nurses work in many places."])[0]
+    assert out.per_function["relevance"][0] == pytest.approx(1 / (1 + math.exp(-logits[1])))
+    assert out.per_function["relevance"][1:] == [0.0, 0.0]
+    assert out.per_function["bias_rm"][0] == pytest.approx(1 / (1 + math.exp(-logits[0])))
+
+
+def test_any_folder_with_a_declared_direction_and_transform(one_logit, tmp_path):
+    """A regression head that grows with bias (say, an external model on disk) works with direction + transform."""
+    from engine.rewards import build_reward
+
+    raw = BiasRewardModel(one_logit, transform="raw").score(["A sentence."])[0]
+    with build_reward([{"name": "bias_rm", "params": {"path": str(one_logit), "transform": "sigmoid",
+                                                      "direction": "higher_is_more_biased"}}]) as reward:
+        got = reward(["prompt"], ["A sentence."]).per_function["bias_rm"][0]
+    assert got == pytest.approx(1 / (1 + math.exp(raw)))  # the folder declares no input: it reads the completion
+    declared = _tiny_folder(tmp_path / "declared", extra={"direction": "higher_is_more_biased", "transform": "raw"})
+    assert BiasRewardModel(declared).score(["A sentence."])[0] == pytest.approx(-raw, abs=1e-5)
+    with pytest.raises(ValueError, match="direction"):
+        BiasRewardModel(one_logit, direction="sideways")
+
+
+def test_new_parameters_are_checked_without_loading_a_model():
+    from engine.rewards.base import validate_params
+
+    with pytest.raises(ValueError, match="input must be one of"):
+        validate_params("bias_rm", {"input": "prompt"})
+    with pytest.raises(ValueError, match="direction must be one of"):
+        validate_params("bias_rm", {"direction": "up"})
+    with pytest.raises(ValueError, match="include_prompt"):
+        validate_params("bias_rm", {"include_prompt": True, "input": "pair"})
+    with pytest.raises(ValueError, match="at most 65536"):
+        validate_params("relevance", {"batch_size": 0})
+    validate_params("bias_rm", {"path": "org/model", "input": "completion", "direction": "higher_is_more_biased"})

@@ -170,7 +170,8 @@ def test_bad_specs_say_what_to_change(spec, message):
 
 
 def test_registry_lists_the_documented_rewards_and_their_parameters():
-    assert set(REWARDS) == {"bias_rm", "length", "refusal", "format"}
+    assert set(REWARDS) == {"bias_rm", "relevance", "length", "refusal", "format"}
+    assert REWARDS["relevance"].takes_device and "path" in REWARDS["relevance"].parameters()
     assert REWARDS["bias_rm"].parameters()["sign"] == 1.0
     assert "device" not in REWARDS["bias_rm"].parameters()
     check_params("bias_rm", {"path": "x", "include_prompt": True})  # validating does not load a model

@@ -183,6 +183,23 @@ def test_grpo_run_in_process_writes_every_metric(store, tiny_model_dir):
         assert m["val/worst_group_reward"] == pytest.approx(min(ev["reward/age"], ev["reward/disability"]))
 
 
+def test_grpo_run_without_rewards_uses_the_default_reward_and_logs_every_term(store, tiny_model_dir):
+    """The default GRPO reward (bias in context + relevance + refusal) on a real run: each term logged, the total
+    their weighted sum."""
+    from engine.config import GRPOConfig
+
+    cfg = grpo_config(str(tiny_model_dir), eval_prompts=0, max_steps=1)
+    del cfg["rewards"]
+    rid = run_in_process(store, cfg)
+    m = metrics_by_step(store, rid)[1]
+    weights = {s.name: s.weight for s in GRPOConfig().rewards}
+    assert set(weights) == {"bias_rm", "relevance", "refusal"}
+    for name in weights:
+        assert m[f"reward/{name}/mean"] is not None and 0.0 <= m[f"reward/{name}/mean"] <= 1.0
+    expected = sum(w * m[f"reward/{name}/mean"] for name, w in weights.items())
+    assert m["reward/mean"] == pytest.approx(expected, abs=1e-5)
+
+
 def test_ignore_eos_config_reaches_the_sampler_and_fixes_the_length(store, tiny_model_dir, monkeypatch):
     from engine.sampling.hf import HFSampler
 

@@ -13,7 +13,7 @@ Benchmarks (names as in EvalConfig.benchmarks):
 - "stereoset": intrasentence items; each option is a whole sentence scored by per-token log-likelihood (as
   StereoSet scores GPT-2); SS, LMS, ICAT official (macro over target terms) and pooled. Per bias type.
 - "reward": greedy answers to held-out open prompts ("bias_prompts" eval split) scored by the bias reward;
-  mean per demographic group.
+  mean per demographic group; a fixed sample of the answers is stored with the result ("answers").
 - "perplexity": perplexity on bundled neutral passages (engine/evaluation/data); with BBQ disambiguated
   accuracy this is the knowledge-retention check.
 `limit` caps the items of each benchmark, balanced over its groups and chosen with `seed` (0, the default: all).
@@ -312,12 +312,27 @@ def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
     finally:
         reward.close()
     table = M.reward_table(values, [r.group for r in rows], prompts)
-    out = M.compute(table)
+    out: dict[str, Any] = dict(M.compute(table))
+    out["answers"] = answer_sample(rows, completions, values)
     examples = [{"group": r.group, "prompt": p, "completion": c, "reward": v}
                 for r, p, c, v in list(zip(rows, prompts, completions, values))[:5]]
     version = f"bias_prompts:eval;limit={settings.limit or 'all'};seed={settings.seed};reward={settings.reward};" \
               f"max_new_tokens={settings.max_new_tokens};greedy"
     return BenchmarkResult("reward", out, version, examples=examples, items=table)
+
+
+ANSWERS_KEPT = 24  # held-out answers stored with a reward result, for reports (base and tuned side by side)
+
+
+def answer_sample(rows: Sequence[Any], completions: Sequence[str], values: Sequence[float],
+                  n: int = ANSWERS_KEPT) -> list[dict[str, Any]]:
+    """Up to `n` of the evaluated prompts with the model's answer and its reward, stored with the result under
+    "answers". Chosen round-robin over groups in a fixed hash order of the prompt text (seed 0, whatever the
+    evaluation's seed), so two models evaluated on the same items store the same prompts."""
+    scored = [{"group": r.group, "prompt": r.prompt, "answer": c,
+               "reward": float(v) if v is not None and math.isfinite(float(v)) else None}
+              for r, c, v in zip(rows, completions, values)]
+    return balanced_sample(scored, lambda x: x["group"], lambda x: x["prompt"], n, 0)
 
 
 RUNNERS: dict[str, Callable[[Any, EvalSettings], BenchmarkResult]] = {

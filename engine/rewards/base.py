@@ -79,9 +79,17 @@ REWARDS: dict[str, RewardEntry] = {
             "bias_rm",
             "engine.rewards.bias_model:make_bias_reward",
             "The studio's bias reward model (or any HF sequence-classification folder via path=): "
-            "scores the completion in [0, 1], higher = less biased.",
+            "scores the completion in its prompt's context in [0, 1], higher = less biased.",
             takes_device=True,
             checker="engine.rewards.bias_model:check_bias_reward_params",
+        ),
+        RewardEntry(
+            "relevance",
+            "engine.rewards.bias_model:make_relevance_reward",
+            "The studio model's on-topic head: in [0, 1], the chance that the completion answers its prompt "
+            "(off-topic, empty or evasive text scores low), so saying nothing cannot win the bias reward.",
+            takes_device=True,
+            checker="engine.rewards.bias_model:check_relevance_params",
         ),
         # Rule rewards are cheap to build, so building one is the check: their constructors own the rules.
         RewardEntry(

