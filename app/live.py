@@ -8,13 +8,20 @@ backwards: then the cache starts over.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
+from app.widgets import fmt_duration
+from db.models import utcnow
 from db.reads import DEFAULT_MAX_POINTS, Series, group_series, metric_series
 from db.session import Store
 from db.metric_keys import CHART_GROUP_FIELDS  # what the run page charts (count is shown nowhere)
 
-__all__ = ["CHART_GROUP_FIELDS", "ChartCache", "refresh"]
+__all__ = ["CHART_GROUP_FIELDS", "ChartCache", "refresh", "setup_status"]
+
+SETUP_EVENT, SETUP_DONE_EVENT = "setup: ", "setup done"
 
 
 @dataclass
@@ -64,3 +71,34 @@ def refresh(store: Store, cache: ChartCache, run_last_step: int) -> ChartCache:
         # The smallest "newest" step: a step still being read by one query is re-read (and deduplicated) next time.
         cache.last_step = min(newest) if since is None else max(since, min(newest))
     return cache
+
+
+def setup_status(events_newest_first: Sequence[Any], run: Any, now: datetime | None = None,
+                 last_step_written: datetime | None = None) -> str | None:
+    """What a running run is doing before its first step of this attempt (model conversion, sampler start,
+    the baseline evaluation: minutes on a CPU), from the setup events its runner writes; None once it trains
+    (a "setup done" event, or a step written since the engine took the run)."""
+    from db.queue import CLAIMED_EVENT
+
+    if getattr(run.status, "value", run.status) != "running":
+        return None
+    latest_setup = None
+    for e in events_newest_first:
+        if e.message.startswith(SETUP_DONE_EVENT):
+            return None
+        if latest_setup is None and e.message.startswith(SETUP_EVENT):
+            latest_setup = e
+        if e.message.startswith(CLAIMED_EVENT):
+            since = e.time
+            break
+    else:
+        return None
+    if last_step_written is not None and last_step_written >= since:
+        return None
+    now = now or utcnow()
+    so_far = fmt_duration((now - since).total_seconds())
+    if latest_setup is None:
+        return f"Starting the run ({so_far} so far): the engine took it and is preparing its first step."
+    doing = latest_setup.message[len(SETUP_EVENT):]
+    return (f"Setting up ({so_far} so far), before the first training step: {doing}. The ETA counts training "
+            "steps only and appears after the first one.")

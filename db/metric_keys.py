@@ -71,6 +71,9 @@ def phase_time(phase: str) -> str:
     return f"time/{phase}"
 
 
+STEP_TIME = phase_time("step")  # a whole training step (the ETA and the estimate before queueing read it)
+
+
 # ------------------------------------------------------------------------------------------- comparison jobs
 COMPARE_REWARD_A, COMPARE_REWARD_B, COMPARE_DIFF = "compare/reward_a", "compare/reward_b", "compare/diff"
 

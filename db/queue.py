@@ -119,6 +119,12 @@ def orphan_reason(s: Session, run: Run, stale_after_s: float = STALE_AFTER_S, *,
             "its run process)")
 
 
+# How the events that start an attempt, and the ones a resume writes (after the attempt ended), begin: the
+# run's active time across attempts is read from them (db.reads.runs_overview).
+CLAIMED_EVENT = "claimed by worker"
+RESUME_EVENTS = ("resumed:", "taken back from its engine")
+
+
 def add_event(session: Session, run_id: int | None, message: str, level: str = "info") -> None:
     session.add(Event(run_id=run_id, message=message, level=level))
 
@@ -177,7 +183,7 @@ def claim_next_run(store: Store, worker_id: str, pid: int | None = None) -> Run 
                 status=RunStatus.running, worker_id=worker_id, pid=pid, started_at=now, heartbeat_at=now,
                 finished_at=None, error=None, attempts=Run.attempts + 1, lease=uuid.uuid4().hex))
             if res.rowcount == 1:
-                add_event(s, run_id, f"claimed by worker {worker_id}")
+                add_event(s, run_id, f"{CLAIMED_EVENT} {worker_id}")
                 return s.get(Run, run_id)
         # Another worker took it between our select and update: try the next one.
 
@@ -307,7 +313,7 @@ def resume_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) 
         orphaned = orphan_reason(s, run, stale_after_s)
         if orphaned:
             _end_orphan_claim(run)
-            add_event(s, run_id, f"taken back from its engine: {orphaned}", level="warning")
+            add_event(s, run_id, f"{RESUME_EVENTS[1]}: {orphaned}", level="warning")
         elif run.status not in (RunStatus.failed, RunStatus.cancelled):
             raise QueueError(f"run {run_id} is {run.status.value}: only failed or cancelled runs (or running ones "
                              "whose engine is gone) can be resumed")
@@ -316,8 +322,8 @@ def resume_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) 
         run.status, run.resume, run.cancel_requested, run.error = RunStatus.queued, True, False, None
         run.finished_at, run.worker_id, run.priority, run.queued_at = None, None, top + 1, utcnow()
         run.lease, run.pid = None, None
-        add_event(s, run_id, "resumed: continues from its last checkpoint" if has_ckpt
-                  else "resumed: no checkpoint yet, so it restarts from step 0")
+        add_event(s, run_id, f"{RESUME_EVENTS[0]} continues from its last checkpoint" if has_ckpt
+                  else f"{RESUME_EVENTS[0]} no checkpoint yet, so it restarts from step 0")
 
 
 def delete_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) -> list[Path]:

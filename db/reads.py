@@ -19,7 +19,7 @@ from sqlalchemy import Integer, and_, cast, func, select
 from db.models import (Checkpoint, ComparisonOutput, Evaluation, Event, GroupStat, MetricPoint, Run, RunStatus, Sample,
                        utcnow)
 from db.session import Store
-from db.metric_keys import GROUP_FIELDS, REWARD_KEYS, WORST_GROUP_KEYS
+from db.metric_keys import GROUP_FIELDS, REWARD_KEYS, STEP_TIME, WORST_GROUP_KEYS
 
 DEFAULT_MAX_POINTS = 2000
 # Metric keys that stand for "the reward" and "the worst group" in the runs table, most specific first, and the
@@ -168,17 +168,84 @@ class RunRow:
     created_at: datetime
 
 
-def _elapsed(run: Run, now: datetime) -> float | None:
+def _attempt_seconds(events: Sequence[tuple[datetime, str]], run: Run, now: datetime) -> float | None:
+    """Time the run was active over all its attempts: from each claim to the last event of that attempt (how it
+    ended), the current attempt up to now (or its end). Queue time between attempts is not counted."""
+    from db.queue import CLAIMED_EVENT, RESUME_EVENTS
+
+    total, start, last = 0.0, None, None
+    for t, msg in events:  # in time order
+        if msg.startswith(CLAIMED_EVENT):
+            if start is not None and last is not None:
+                total += max(0.0, (last - start).total_seconds())
+            start, last = t, t
+        elif start is not None and not msg.startswith(RESUME_EVENTS):
+            last = t
+    if start is None:
+        return None
+    if run.status == RunStatus.running:
+        last = now
+    elif run.status.finished and run.finished_at is not None and run.finished_at >= start:
+        last = run.finished_at
+    return total + max(0.0, ((last or start) - start).total_seconds())
+
+
+def _elapsed(run: Run, now: datetime, events: Sequence[tuple[datetime, str]] | None = None) -> float | None:
     if run.started_at is None:
         return None
+    if events:  # a resumed run: every attempt counts, the time it waited in the queue does not
+        got = _attempt_seconds(events, run, now)
+        if got is not None:
+            return got
     end = run.finished_at if run.status.finished and run.finished_at else now
     return max(0.0, (end - run.started_at).total_seconds())
 
 
-def _eta(run: Run, elapsed: float | None) -> float | None:
-    if run.status != RunStatus.running or not elapsed or run.last_step <= 0:
+@dataclass
+class StepTiming:
+    """How long a step of a running run takes, measured from its own steps (setup excluded)."""
+
+    step_s: float  # seconds per training step
+    last_write: datetime  # when its latest step was written
+
+
+def _eta(run: Run, timing: StepTiming | None, now: datetime) -> float | None:
+    """Steps left times the measured step time, less the time the current step has already run. Setup before
+    the first step is not a step and is not counted; within a step the estimate goes down, never up (at most it
+    stays at the steps after the current one while a step runs longer than usual)."""
+    if run.status != RunStatus.running or timing is None or run.last_step <= 0:
         return None
-    return elapsed / run.last_step * max(0, run.total_steps - run.last_step)
+    left = max(0, run.total_steps - run.last_step)
+    if left == 0:
+        return 0.0
+    into_step = max(0.0, (now - timing.last_write).total_seconds())
+    return max((left - 1) * timing.step_s, left * timing.step_s - into_step)
+
+
+def _step_timings(s: Any, runs: Sequence[Run]) -> dict[int, StepTiming]:
+    """Measured step time of each running run: the mean of its recent ``time/step`` metrics (the step's own
+    phase timer), else the span between its step writes in this attempt."""
+    out: dict[int, StepTiming] = {}
+    for r in runs:
+        if r.status != RunStatus.running or r.last_step <= 0:
+            continue
+        last_write = s.scalar(select(func.max(MetricPoint.time)).where(MetricPoint.run_id == r.id,
+                                                                         MetricPoint.step == r.last_step))
+        if last_write is None:
+            continue
+        step_s = s.scalar(select(func.avg(MetricPoint.value)).where(
+            MetricPoint.run_id == r.id, MetricPoint.key == STEP_TIME, MetricPoint.step > r.last_step - 10))
+        if step_s is None and r.started_at is not None:
+            # no phase timer (the synthetic experiment): steps written since this attempt's first one
+            first = s.scalar(select(func.min(MetricPoint.step)).where(MetricPoint.run_id == r.id,
+                                                                      MetricPoint.time >= r.started_at))
+            if first is not None and r.last_step > first:
+                t0 = s.scalar(select(func.min(MetricPoint.time)).where(MetricPoint.run_id == r.id,
+                                                                       MetricPoint.step == first))
+                step_s = max(0.0, (last_write - t0).total_seconds()) / (r.last_step - first)
+        if step_s is not None:
+            out[r.id] = StepTiming(float(step_s), last_write)
+    return out
 
 
 def _model_of(config_json: str) -> str:
@@ -210,6 +277,14 @@ def runs_overview(store: Store, now: datetime | None = None) -> list[RunRow]:
                            .join(Run, and_(Run.id == MetricPoint.run_id, Run.last_step == MetricPoint.step))
                            .where(MetricPoint.key.in_(keys))).all()
         queued = list(s.scalars(select(Run.id).where(Run.status == RunStatus.queued).order_by(Run.priority, Run.id)))
+        timings = _step_timings(s, runs)
+        # runs that ran before (resumed, or handed back to the queue): their elapsed time sums the attempts
+        resumed = [r.id for r in runs if r.attempts > 1 or (r.attempts and r.status == RunStatus.queued)]
+        attempt_events: dict[int, list[tuple[datetime, str]]] = {}
+        if resumed:
+            for rid, t, msg in s.execute(select(Event.run_id, Event.time, Event.message)
+                                         .where(Event.run_id.in_(resumed)).order_by(Event.id)):
+                attempt_events.setdefault(rid, []).append((t, msg))
     by_run: dict[int, dict[str, float | None]] = {}
     for run_id, key, value in latest:
         by_run.setdefault(run_id, {})[key] = value
@@ -219,13 +294,85 @@ def runs_overview(store: Store, now: datetime | None = None) -> list[RunRow]:
         vals = by_run.get(r.id, {})
         rk, rv = _pick(vals, REWARD_KEYS)
         wk, wv = _pick(vals, WORST_GROUP_KEYS)
-        elapsed = _elapsed(r, now)
+        elapsed = _elapsed(r, now, attempt_events.get(r.id))
         out.append(RunRow(id=r.id, name=r.name, algorithm=r.algorithm, status=r.status.value,
                           model=_model_of(r.config_json), last_step=r.last_step, total_steps=r.total_steps,
-                          elapsed_s=elapsed, eta_s=_eta(r, elapsed), reward=rv, reward_key=rk, worst_group=wv,
-                          worst_group_key=wk, queue_position=position.get(r.id), cancel_requested=r.cancel_requested,
+                          elapsed_s=elapsed, eta_s=_eta(r, timings.get(r.id), now), reward=rv, reward_key=rk,
+                          worst_group=wv, worst_group_key=wk, queue_position=position.get(r.id), cancel_requested=r.cancel_requested,
                           error=r.error, created_at=r.created_at))
     return out
+
+
+# ------------------------------------------------------------------------------------- estimate before queueing
+# Config fields that decide how long a step takes: runs agreeing on all of them (that they have) are "similar".
+SHAPE_FIELDS = ("algorithm", "model", "sampler", "prompts_per_step", "group_size", "max_new_tokens", "batch_size",
+                "max_length", "micro_batch_size", "use_lora", "num_iterations", "eval_prompts", "eval_every",
+                "method", "setting", "n_train", "n_val")
+
+
+def run_shape(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: config.get(k) for k in SHAPE_FIELDS if k in config}
+
+
+@dataclass
+class TimeEstimate:
+    runs: list[int]  # the similar runs it was measured on
+    step_s: float  # median seconds per step
+    setup_s: float | None  # median seconds from the claim to the first step (model loading, sampler, baseline)
+    exact: bool  # True when the runs share every shape field; False: same algorithm and model only
+
+    def total_s(self, steps: int) -> float:
+        return (self.setup_s or 0.0) + self.step_s * steps
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def time_estimate(store: Store, config: dict[str, Any], limit: int = 20) -> TimeEstimate | None:
+    """How long a run of ``config`` would take on this studio's engine, from the measured step time of similar
+    runs that finished here (completed or cancelled after at least one step); None when there is none."""
+    import json
+
+    want = run_shape(config)
+    with store.read() as s:
+        cands = list(s.scalars(select(Run).where(Run.algorithm == config.get("algorithm"),
+                                                 Run.status.in_((RunStatus.completed, RunStatus.cancelled)),
+                                                 Run.last_step > 0).order_by(Run.id.desc()).limit(200)))
+        exact, loose = [], []
+        for r in cands:
+            try:
+                shape = run_shape(json.loads(r.config_json))
+            except ValueError:
+                continue
+            if shape == want:
+                exact.append(r)
+            elif shape.get("model") == want.get("model"):
+                loose.append(r)
+        chosen, is_exact = (exact, True) if exact else (loose, False)
+        step_times: list[float] = []
+        setups: list[float] = []
+        used = []
+        for r in chosen[:limit]:
+            step_s = s.scalar(select(func.avg(MetricPoint.value)).where(MetricPoint.run_id == r.id,
+                                                                         MetricPoint.key == STEP_TIME))
+            first = s.scalar(select(func.min(MetricPoint.time)).where(MetricPoint.run_id == r.id,
+                                                                      MetricPoint.step == 1))
+            if step_s is None:  # no phase timer: the span of its step writes
+                last = s.scalar(select(func.max(MetricPoint.time)).where(MetricPoint.run_id == r.id,
+                                                                         MetricPoint.step == r.last_step))
+                if first is None or last is None or r.last_step < 2 or r.attempts != 1:
+                    continue
+                step_s = max(0.0, (last - first).total_seconds()) / (r.last_step - 1)
+            step_times.append(float(step_s))
+            used.append(r.id)
+            if r.attempts == 1 and first is not None and r.started_at is not None:
+                setups.append(max(0.0, (first - r.started_at).total_seconds() - float(step_s)))
+    if not step_times:
+        return None
+    return TimeEstimate(used, _median(step_times), _median(setups) if setups else None, is_exact)
 
 
 # ------------------------------------------------------------------------------------- samples, events
@@ -264,6 +411,12 @@ def samples(store: Store, run_id: int, *, groups: Sequence[str] | None = None, s
 def sample_groups(store: Store, run_id: int) -> list[str]:
     with store.read() as s:
         return sorted(s.scalars(select(Sample.group).where(Sample.run_id == run_id).distinct()))
+
+
+def last_metric_time(store: Store, run_id: int) -> datetime | None:
+    """When the run last wrote a step (None before its first)."""
+    with store.read() as s:
+        return s.scalar(select(func.max(MetricPoint.time)).where(MetricPoint.run_id == run_id))
 
 
 def run_events(store: Store, run_id: int, limit: int = 200) -> list[Event]:

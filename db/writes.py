@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, insert
 
 from db.models import Checkpoint, ComparisonOutput, Evaluation, GroupStat, MetricPoint, Sample, utcnow
-from db.queue import check_lease
+from db.queue import add_event, check_lease
 from db.session import Store
 from db.metric_keys import GROUP_COUNT
 from db.metric_keys import GROUP_FIELDS as _GROUP_FIELDS
@@ -70,6 +70,7 @@ def record_checkpoint(store: Store, run_id: int, step: int, path: str, meta: Map
         check_lease(s, run_id, lease)
         s.execute(delete(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.step == step))
         s.add(Checkpoint(run_id=run_id, step=step, path=path, meta=dict(meta or {})))
+        add_event(s, run_id, f"checkpoint saved at step {step}")
 
 
 def record_evaluation(store: Store, *, run_id: int | None, model: str, benchmark: str, dataset_version: str,

@@ -127,6 +127,8 @@ def _execute(store: Store, run: Run, worker_id: str, lease: str | None,
         if run.resume:
             ckpt = ctx.resume_checkpoint_path
             ctx.event(f"resuming from checkpoint {ckpt}" if ckpt else "resuming without a checkpoint: from step 0")
+        # Until the runner names its own setup phases (or logs its first step), the run page says this.
+        ctx.setup("loading the data, the model and what the run needs before its first step")
         runner = importlib.import_module(RUNNERS[config.algorithm])
         runner.execute(ctx)
     except LeaseLost:

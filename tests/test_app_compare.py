@@ -69,7 +69,7 @@ def test_overlay_and_evaluations(store):
     at = open_page("views/compare.py")
     assert set(at.multiselect(key="cmp.overlay_runs").value) == {a, b}
     at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
-    spec = chart_specs(at)["train/loss across runs"]
+    spec = chart_specs(at)["training loss across runs"]  # the friendly name of train/loss
     assert sorted(len(t["x"]) for t in spec["data"]) == [5, 8]
     pivot = next(d.value for d in at.dataframe if "unbiased / better" in d.value.columns)
     row = pivot[pivot["metric"] == "bias_score"].iloc[0]

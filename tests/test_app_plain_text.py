@@ -160,7 +160,7 @@ def test_compare_page_shows_user_text_literally(store):
     assert [t["name"] for t in bars["data"]] == [f"A: {plotly_plain(MODEL_A)}", f"B: {plotly_plain(MODEL_B)}"]
     assert plotly_plain(GROUP) in bars["data"][0]["x"]
     at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
-    overlay = chart_specs(at)["train/loss across runs"]
+    overlay = chart_specs(at)["training loss across runs"]
     assert f"#{trained} {plotly_plain(NAME)}" in [t["name"] for t in overlay["data"]]
     evals = next(d.value for d in at.dataframe if "benchmark" in d.value.columns and "id" in d.value.columns)
     assert list(evals["model"]) == [MODEL_B]

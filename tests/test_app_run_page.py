@@ -20,8 +20,8 @@ def test_charts_show_group_weights_and_metric_panels(store):
     rid = seed_synthetic(store, steps=20)
     at = _open_run(rid)
     specs = chart_specs(at)
-    assert {"Group weights", "Reward per group (mean ± std)", "Loss per group", "Worst group vs average",
-            "KL to reference", "Loss", "custom/thing"} <= set(specs)
+    assert {"Group weights", "Reward per group (mean ± std)", "Loss per group",
+            "Worst group vs average: validation loss", "KL to reference", "Loss", "custom/thing"} <= set(specs)
     weights = {t["name"]: t for t in specs["Group weights"]["data"]}
     assert set(weights) == {"gender", "race"}
     assert weights["gender"]["x"] == list(range(1, 21))
@@ -34,8 +34,8 @@ def test_charts_show_group_weights_and_metric_panels(store):
     # The reward chart carries a ± std band (two invisible-edged traces filled between).
     band = [t for t in specs["Reward per group (mean ± std)"]["data"] if t.get("fill") == "tonexty"]
     assert len(band) == 2 and band[0]["y"][0] == 0.5 - 0.1
-    worst = {t["name"]: t["line"]["color"] for t in specs["Worst group vs average"]["data"]}
-    assert worst["val/worst_group_loss"] != worst["val/avg_loss"]
+    worst = {t["name"]: t["line"]["color"] for t in specs["Worst group vs average: validation loss"]["data"]}
+    assert worst["validation loss (worst group)"] != worst["validation loss (average)"]
     assert "Other metrics (1)" in [e.label for e in at.expander]
 
 
@@ -61,7 +61,7 @@ def test_samples_events_and_checkpoints(store, tmp_path):
 def test_finished_run_has_no_timer_and_active_run_says_waiting(store):
     rid = seed_synthetic(store, steps=0)
     at = _open_run(rid)
-    assert "Waiting for the first training step" in texts(at)
+    assert "the engine has not taken the run yet" in texts(at)
     assert not at.button(key="run.cancel").disabled
     at.button(key="run.cancel").click().run()
     assert get_run(store, rid).status.value == "cancelled"

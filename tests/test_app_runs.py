@@ -27,9 +27,13 @@ def test_table_lists_runs_with_progress_and_queue_position(store):
     assert not at.exception
     df = at.dataframe[0].value
     row = df[df["ID"] == rid].iloc[0]
-    assert row["Step"] == "20 / 50" and abs(row["Progress"] - 0.4) < 1e-9
-    assert row["Worst-group metric"] == "val/worst_group_loss" and abs(row["Worst group"] - 0.1) < 1e-9
-    assert df[df["ID"] == other].iloc[0]["Queue #"] == 2
+    assert row["Step"] == "20/50" and abs(row["Progress"] - 0.4) < 1e-9
+    assert row["of"] == "val. loss" and row["Worst group"] == "0.100"
+    queued = df[df["ID"] == other].iloc[0]
+    assert queued["Status"] == "queued (#2)"
+    # Nothing written yet reads as an empty cell, never "None" or NaN.
+    assert [queued[c] for c in ("Elapsed", "ETA", "Reward", "Worst group", "of")] == ["", "", "", "", ""]
+    assert "None" not in df.astype(str).to_string()
     assert "No engine is running" in texts(at)  # queued runs and no worker: say so
 
 

@@ -10,7 +10,7 @@ from app import charts, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import CLONE_KEY, get_store, open_run
-from app.widgets import plain
+from app.widgets import fmt_duration, plain
 from engine.config import CONFIG_CLASSES, TRAINING_ALGORITHMS
 
 # Every page checks access itself, so a page opened by its address never skips the password.
@@ -108,6 +108,29 @@ if "dataset" in cls.model_fields:
     dataset_choices = [n for n, spec in DATASETS.items() if spec.kind == kind]
 forms.render_form(algorithm, problems, dataset_choices=dataset_choices)
 
+
+
+def estimate_text(data: dict) -> str:
+    """How long the run would take here, from similar runs that finished on this engine, or that none is known."""
+    from db.reads import time_estimate
+
+    cfg, _ = forms.validate(data)
+    config = cfg.model_dump(mode="json") if cfg is not None else dict(data)
+    steps = int(config.get("max_steps") or 0)
+    est = time_estimate(store, config)
+    if est is None:
+        return (f"Time estimate: none known yet. No run like this one ({forms.algorithm_label(algorithm)} on "
+                f"{plain(config.get('model', 'no model'))} with these batch settings) has finished on this engine; "
+                f"its first steps will tell (the Runs page shows an ETA after the first step).")
+    setup = f" + about {fmt_duration(est.setup_s)} of setup" if est.setup_s else ""
+    like = "identical settings" if est.exact else "the same algorithm and model, other batch settings"
+    return (f"Time estimate: about {fmt_duration(est.total_s(steps))} for {steps} steps "
+            f"({fmt_duration(est.step_s)} per step{setup}), measured on {len(est.runs)} finished run(s) of "
+            f"{like} on this engine.")
+
+
+st.caption(estimate_text(forms.collect(algorithm)), help="From the measured step time (time/step) of finished runs "
+           "in this studio's store; setup is the time from the engine's claim to the first step.")
 if problems:
     st.error(f"The run was not queued: {len(problems)} setting(s) need a change (marked above).",
              icon=":material/error:")

@@ -16,12 +16,13 @@ import streamlit as st
 
 from app import charts, eval_view
 from app.auth import require_access
-from app.live import ChartCache, refresh
+from app.labels import metric_label
+from app.live import ChartCache, refresh, setup_status
 from app.palette import group_colours
 from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
 from app.widgets import engine_banner, fmt_duration, fmt_value, plain, status_badge
 from db.queue import QueueError, get_run, request_cancel, resume_run
-from db.reads import checkpoints, run_events, runs_overview, sample_groups, sample_steps, samples
+from db.reads import checkpoints, last_metric_time, run_events, runs_overview, sample_groups, sample_steps, samples
 from db.session import studio_home
 from engine.config import ALGORITHM_LABELS
 
@@ -93,9 +94,13 @@ if row.error:
 with st.expander("Configuration"):
     st.json(json.loads(get_run(store, run_id).config_json))
 
-full_res = st.toggle("Full resolution", key=f"run.full.{run_id}",
+t1, t2, t3 = st.columns([1, 1, 2])
+full_res = t1.toggle("Full resolution", key=f"run.full.{run_id}",
                      help="Charts read at most ~2000 points per series (bucket mean with its min-max band). "
                           "Full resolution reads every step: slower on long runs.")
+log_y = t2.toggle("Log scale", key="run.log_y", help="Logarithmic y axes (for losses and KL spanning decades).")
+smoothing = t3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="run.smoothing",
+                      help="Exponential moving average of each curve (0: none); the raw points stay drawn faintly.")
 
 
 def _cache() -> ChartCache:
@@ -115,8 +120,10 @@ def live_panel() -> None:
     current = get_run(store, run_id)
     cache = refresh(store, _cache(), current.last_step)
     ss[f"run.cache.{run_id}.{full_res}"] = cache
-    if current.status.value not in ("queued", "running") and active:
-        st.rerun()  # the run ended: redraw the whole page once, without the timer
+    if current.status.value != row.status or bool(current.cancel_requested) != bool(row.cancel_requested):
+        # The run changed state (claimed, stopping, ended): redraw the whole page, so its header, buttons and
+        # timers agree with it; once it has ended, without the timer.
+        st.rerun()
 
     prog = (current.last_step / current.total_steps) if current.total_steps else 0.0
     r = runs_overview(store)
@@ -124,71 +131,108 @@ def live_panel() -> None:
     st.progress(min(1.0, prog), text=f"step {current.last_step} / {current.total_steps} · elapsed "
                                      f"{fmt_duration(r.elapsed_s)} · ETA {fmt_duration(r.eta_s)}")
     m = st.columns(4)
-    m[0].metric("Status", current.status.value)
+    m[0].metric("Status", current.status.value + (" (stopping)" if current.cancel_requested
+                                                   and current.status.value == "running" else ""))
     m[1].metric("Step", f"{current.last_step}")
     # Metric keys come from runners and reward names: labels are markdown too.
     m[2].metric(f"Reward ({plain(r.reward_key)})" if r.reward_key else "Reward", fmt_value(r.reward))
     m[3].metric(f"Worst group ({plain(r.worst_group_key)})" if r.worst_group_key else "Worst group",
                 fmt_value(r.worst_group))
 
+    evs = run_events(store, run_id, limit=200)
+    setup = setup_status(evs, current, last_step_written=last_metric_time(store, run_id))
+    if setup:
+        st.info(plain(setup), icon=":material/hourglass_top:")  # it names the model, user text
     if not cache.metrics and not any(cache.groups.values()):
-        st.info("Waiting for the first training step: charts appear as soon as the engine logs one."
-                if current.status.value in ("queued", "running") else
-                "This run logged no metrics.", icon=":material/hourglass_empty:")
+        if not setup:
+            st.info("Waiting for the first training step: the engine has not taken the run yet; charts appear as "
+                    "soon as it logs one." if current.status.value == "queued" else
+                    "Waiting for the first training step: charts appear as soon as the engine logs one."
+                    if current.status.value == "running" else "This run logged no metrics.",
+                    icon=":material/hourglass_empty:")
+        event_log(evs)
         return
     rev = f"run-{run_id}"
+    look = {"smoothing": smoothing, "log_y": log_y}
     weights = cache.groups.get("weight", {})
     groups = sorted(set().union(*[set(g) for g in cache.groups.values()])) if cache.groups else []
     colours = group_colours(groups)
     if weights:
-        _plot(charts.group_weight_figure(weights, colours, rev), "chart.group_weights")
+        _plot(charts.group_weight_figure(weights, colours, rev, **look), "chart.group_weights")
     left, right = st.columns(2)
     with left:
         if cache.groups.get("reward_mean"):
-            _plot(charts.group_reward_figure(cache.groups["reward_mean"], cache.groups.get("reward_std", {}),
-                                             colours, rev), "chart.group_reward")
+            if row.algorithm == "compare":  # a comparison job stores each group's B - A difference there
+                fig = charts.line_figure("Reward difference per group (B - A)", cache.groups["reward_mean"],
+                                         colours, y_title="bias reward, B minus A", revision=rev, **look)
+            else:
+                fig = charts.group_reward_figure(cache.groups["reward_mean"], cache.groups.get("reward_std", {}),
+                                                 colours, rev, **look)
+            _plot(fig, "chart.group_reward")
         elif cache.groups.get("accuracy"):
             _plot(charts.line_figure("Accuracy per group", cache.groups["accuracy"], colours, y_title="accuracy",
-                                     revision=rev), "chart.group_accuracy")
+                                     revision=rev, **look), "chart.group_accuracy")
     with right:
         if cache.groups.get("loss"):
             _plot(charts.line_figure("Loss per group", cache.groups["loss"], colours, y_title="loss",
-                                     revision=rev), "chart.group_loss")
-    placed, other = charts.assign_panels(list(cache.metrics))
+                                     revision=rev, **look), "chart.group_loss")
+    drawn = [f for f in ("weight", "reward_mean") if cache.groups.get(f)]
+    placed, other = charts.assign_panels(list(cache.metrics), drawn_groups=drawn)
     cols = st.columns(2)
     for i, (panel, keys) in enumerate(placed):
         with cols[i % 2]:
-            _plot(charts.metric_panel_figure(panel, {k: cache.metrics[k] for k in keys}, rev),
+            _plot(charts.metric_panel_figure(panel, {k: cache.metrics[k] for k in keys}, rev, **look),
                   f"chart.panel.{panel.title}")
+            if panel.note:
+                st.caption(panel.note)
     if other:
         with st.expander(f"Other metrics ({len(other)})"):
             cols = st.columns(2)
             for i, k in enumerate(other):
                 with cols[i % 2]:
-                    _plot(charts.line_figure(k, {k: cache.metrics[k]}, revision=rev), f"chart.other.{k}")
+                    _plot(charts.line_figure(metric_label(k), {k: cache.metrics[k]}, revision=rev,
+                                             names={k: metric_label(k)}, y_title=metric_label(k), **look),
+                          f"chart.other.{k}")
     if any(s.downsampled for s in cache.metrics.values()):
         st.caption("Long run: each point is the mean of a bucket of steps, the band its minimum and maximum. "
                    "Switch on full resolution to read every step.")
 
+    event_log(evs)
+
+
+def event_log(evs) -> None:  # type: ignore[no-untyped-def]
     st.subheader("Event log")
-    evs = run_events(store, run_id, limit=100)
     st.dataframe(pd.DataFrame([{"time": e.time.strftime("%Y-%m-%d %H:%M:%S"), "level": e.level,
-                                "message": e.message} for e in evs]), hide_index=True, width="stretch",
+                                "message": e.message} for e in evs[:100]]), hide_index=True, width="stretch",
                  key="run.events")
 
 
 live_panel()
 
-st.subheader("Samples")
-groups_with_samples = sample_groups(store, run_id)
-if not groups_with_samples:
-    st.caption("No samples logged. GRPO runs store a few completions per step (setting samples_logged).")
-else:
+
+@st.fragment(run_every=2 * REFRESH_S if active else None)
+def samples_panel() -> None:
+    """The logged completions, refreshed while the run trains (new steps join the range while it is at its end)."""
+    st.subheader("Samples")
+    groups_with_samples = sample_groups(store, run_id)
+    if not groups_with_samples:
+        st.caption("No samples logged yet: GRPO runs store a few completions per step (setting samples_logged)."
+                   if active else "No samples logged. GRPO runs store a few completions per step "
+                                  "(setting samples_logged).")
+        return
     steps = sample_steps(store, run_id)
     f1, f2 = st.columns([2, 3])
     chosen_groups = f1.multiselect("Groups", groups_with_samples, key=f"run.sample_groups.{run_id}")
     lo, hi = (steps[0], steps[-1]) if len(steps) > 1 else (steps[0], steps[0] + 1)
-    step_range = f2.slider("Steps", lo, hi, (lo, hi), key=f"run.sample_steps.{run_id}")
+    key, end_key = f"run.sample_steps.{run_id}", f"run.sample_steps_end.{run_id}"
+    picked = ss.get(key)
+    if picked is None:
+        ss[key] = (lo, hi)
+    elif picked[1] == ss.get(end_key) or picked[1] > hi or picked[0] < lo:
+        # the range ended at the newest step: keep it there as steps arrive (and inside the steps that exist)
+        ss[key] = (max(lo, min(picked[0], hi)), hi)
+    ss[end_key] = hi
+    step_range = f2.slider("Steps", lo, hi, key=key)
     rows = samples(store, run_id, groups=chosen_groups or None, step_min=step_range[0], step_max=step_range[1])
     st.dataframe(pd.DataFrame([{"step": x.step, "group": x.group, "prompt": x.prompt, "completion": x.completion,
                                 "reward": x.reward, "advantage": x.advantage,
@@ -196,11 +240,21 @@ else:
                  hide_index=True, width="stretch", key="run.samples",
                  column_config={"completion": st.column_config.TextColumn(width="large")})
 
-st.subheader("Checkpoints")
-ckpts = checkpoints(store, run_id)
-if not ckpts:
-    st.caption("No checkpoints yet: a run saves one every `checkpoint_every` steps and at its end.")
-else:
+
+samples_panel()
+
+
+@st.fragment(run_every=2 * REFRESH_S if active else None)
+def checkpoints_panel() -> None:
+    st.subheader("Checkpoints")
+    ckpts = checkpoints(store, run_id)
+    if not ckpts:
+        st.caption("No checkpoints yet: a run saves one every `checkpoint_every` steps and at its end.")
+        return
+    checkpoint_actions(ckpts)
+
+
+def checkpoint_actions(ckpts) -> None:  # type: ignore[no-untyped-def]
     st.dataframe(pd.DataFrame([{"step": c.step, "saved": c.created_at.strftime("%Y-%m-%d %H:%M:%S"), "path": c.path}
                                for c in ckpts]), hide_index=True, width="stretch", key="run.ckpts")
     by_step = {c.step: c for c in ckpts}
@@ -233,5 +287,8 @@ else:
                            "pick it as a local folder in a comparison.")
             else:
                 st.error(f"Export failed: {plain(' '.join((done.stderr or done.stdout).strip().splitlines()[-1:]))}")
+
+
+checkpoints_panel()
 
 eval_view.render_run_evaluations(store, run_id)

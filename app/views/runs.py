@@ -9,6 +9,7 @@ import streamlit as st
 
 from app.auth import require_access
 from app.state import CLONE_KEY, flash, get_store, open_run, show_flash
+from app.labels import short_label
 from app.widgets import engine_banner, fmt_duration, plain, status_badge
 from db.queue import QueueError, delete_run, get_run, move_in_queue, request_cancel, resume_run
 from db.reads import runs_overview
@@ -17,6 +18,7 @@ from engine.config import ALGORITHM_LABELS
 # Every page checks access itself, so a page opened by its address never skips the password.
 require_access()
 
+REFRESH_S = 3.0
 store = get_store()
 st.title("Runs")
 show_flash()
@@ -28,23 +30,69 @@ if not rows:
     st.page_link("views/new_run.py", label="Create a run", icon=":material/add_circle:")
     st.stop()
 
-engine_banner(store, needed=any(r.status in ("queued", "running") for r in rows))
+active = any(r.status in ("queued", "running") for r in rows)
+engine_banner(store, needed=active)
 
-table = pd.DataFrame([{
-    "ID": r.id, "Name": r.name, "Status": r.status + (" (stopping)" if r.cancel_requested and r.status == "running"
-                                                      else ""),
-    "Algorithm": ALGORITHM_LABELS.get(r.algorithm, r.algorithm), "Model": r.model,
-    "Progress": (r.last_step / r.total_steps) if r.total_steps else 0.0, "Step": f"{r.last_step} / {r.total_steps}",
-    "Elapsed": fmt_duration(r.elapsed_s), "ETA": fmt_duration(r.eta_s), "Reward": r.reward,
-    "Worst group": r.worst_group, "Worst-group metric": r.worst_group_key or "",
-    "Queue #": r.queue_position} for r in rows])
-st.dataframe(table, hide_index=True, width="stretch", key="runs_table", column_config={
-    "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
-    "Reward": st.column_config.NumberColumn(format="%.3f", help="Latest mean reward (higher = less biased)."),
-    "Worst group": st.column_config.NumberColumn(format="%.3f", help="Latest worst-group metric; its key is in the "
-                                                                      "next column."),
-    "Queue #": st.column_config.NumberColumn(help="Order in which the engine takes queued runs."),
-})
+
+def _num(v: float | None) -> str:
+    """A table number, or an empty cell (never "None") when the run has not written it."""
+    return "" if v is None else f"{v:.3f}"
+
+
+def _status(r) -> str:  # type: ignore[no-untyped-def]
+    if r.status == "running" and r.cancel_requested:
+        return "running (stopping)"
+    if r.status == "queued" and r.queue_position:
+        return f"queued (#{r.queue_position})"
+    return r.status
+
+
+def runs_table(rows) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """The Runs table as the page shows it: one row per run, text cells empty where nothing is known."""
+    return pd.DataFrame([{
+        "ID": r.id, "Name": r.name, "Status": _status(r),
+        "Algorithm": ALGORITHM_LABELS.get(r.algorithm, r.algorithm), "Model": r.model,
+        "Progress": (r.last_step / r.total_steps) if r.total_steps else 0.0, "Step": f"{r.last_step}/{r.total_steps}",
+        "Elapsed": fmt_duration(r.elapsed_s) if r.elapsed_s is not None else "",
+        "ETA": fmt_duration(r.eta_s) if r.eta_s is not None else "",
+        "Reward": _num(r.reward), "Worst group": _num(r.worst_group), "of": short_label(r.worst_group_key)}
+        for r in rows])
+
+
+@st.fragment(run_every=REFRESH_S if active else None)
+def table_panel() -> None:
+    """The table, re-read every few seconds while a run is queued or running; clicking a row opens the run."""
+    fresh = runs_overview(store)
+    if [(r.id, r.status, r.cancel_requested) for r in fresh] != [(r.id, r.status, r.cancel_requested) for r in rows]:
+        st.rerun()  # a run was added, claimed, stopped or ended: redraw the page (queue, actions) with it
+    event = st.dataframe(runs_table(fresh), hide_index=True, width="stretch", key="runs_table",
+                         on_select="rerun", selection_mode="single-row", column_config={
+        "ID": st.column_config.NumberColumn("ID", width=40),
+        "Name": st.column_config.TextColumn("Name", width="medium"),
+        "Status": st.column_config.TextColumn("Status", width=120),
+        "Algorithm": st.column_config.TextColumn("Algorithm", width=130),
+        "Model": st.column_config.TextColumn("Model", width=150),
+        "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent",
+                                                    width=90),
+        "Step": st.column_config.TextColumn("Step", width=70),
+        "Elapsed": st.column_config.TextColumn("Elapsed", width=70, help="Time the run was active, over all its "
+                                               "attempts (a resumed run keeps its earlier time)."),
+        "ETA": st.column_config.TextColumn("ETA", width=70, help="Training steps left times the measured step "
+                                           "time (setup excluded); shown after the first step."),
+        "Reward": st.column_config.TextColumn("Reward", width=70, help="Latest mean reward (higher = less "
+                                              "biased); GRPO's sums its weighted terms, so it can exceed 1."),
+        "Worst group": st.column_config.TextColumn("Worst group", width=80, help="Latest worst-group figure; "
+                                                   "what it measures is in the next column."),
+        "of": st.column_config.TextColumn("of", width=100),
+    })
+    st.caption("Click a row to open its run page." + (" The table refreshes by itself while runs are queued or "
+                                                       "running." if active else ""))
+    picked = event.selection.rows if event is not None else []
+    if picked:
+        open_run(int(fresh[picked[0]].id))
+
+
+table_panel()
 
 queued = sorted((r for r in rows if r.status == "queued"), key=lambda r: r.queue_position or 0)
 if queued:

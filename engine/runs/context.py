@@ -45,6 +45,7 @@ class RunContext:
         self.run_dir = run_folder(run_id, queue.get_run(store, run_id).folder_token)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume_checkpoint = queue.latest_checkpoint(store, run_id) if resume else None
+        self._started = time.monotonic()
 
     # --- stopping -------------------------------------------------------------------------------------
     def request_shutdown(self) -> None:
@@ -104,18 +105,53 @@ class RunContext:
             queue.check_lease(s, self.run_id, self.lease)
             queue.add_event(s, self.run_id, message, level)
 
+    def setup(self, what: str) -> None:
+        """A setup phase before the first step (data, model, sampler, reward, the baseline evaluation), on the
+        run's event log: the run page shows the latest one while no step is logged yet."""
+        self.event(f"setup: {what}")
+
+    def setup_done(self, start: int) -> None:
+        self.event(f"setup done in {time.monotonic() - self._started:.0f} s: training from step {start + 1}")
+
     def record_evaluation(self, benchmark: str, metrics: Mapping[str, Any], *, model: str, dataset_version: str,
                           step: int | None = None, checkpoint: str | None = None,
-                          evaluated: Mapping[str, Any] | None = None) -> int:
+                          evaluated: Mapping[str, Any] | None = None, announce: bool = True) -> int:
         """Store one evaluation under this run. ``evaluated`` says what was scored (evaluated_model,
         evaluated_run_id, evaluated_step, model_path, source); without it the run evaluated itself: its own
-        weights at ``step`` (0 = before training) of base model ``model``."""
+        weights at ``step`` (0 = before training) of base model ``model``. With ``announce`` its headline
+        numbers go to the run's event log too."""
         subject = dict(evaluated) if evaluated is not None else {
             "evaluated_model": model, "evaluated_run_id": self.run_id, "evaluated_step": step, "source": "run"}
-        return writes.record_evaluation(self.store, run_id=self.run_id, model=model, benchmark=benchmark,
-                                        dataset_version=dataset_version, metrics=metrics,
-                                        seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint,
-                                        lease=self.lease, **subject)
+        eid = writes.record_evaluation(self.store, run_id=self.run_id, model=model, benchmark=benchmark,
+                                       dataset_version=dataset_version, metrics=metrics,
+                                       seed=getattr(self.config, "seed", 0), step=step, checkpoint=checkpoint,
+                                       lease=self.lease, **subject)
+        if announce:
+            self.event(evaluation_summary(benchmark, step, metrics))
+        return eid
+
+
+# Scalars an evaluation's event names first, when it has them.
+_HEADLINE_KEYS = ("reward/mean", "accuracy", "loss", "margin/mean", "kl")
+
+
+def evaluation_summary(benchmark: str, step: int | None, metrics: Mapping[str, Any]) -> str:
+    """One line for the event log: the headline numbers of an evaluation and its worst group, when it has
+    per-group rewards (``reward/<group>``)."""
+    def num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+    shown = [f"{k} {metrics[k]:.4g}" for k in _HEADLINE_KEYS if num(metrics.get(k))]
+    groups = {k[len("reward/"):]: v for k, v in metrics.items()
+              if k.startswith("reward/") and k.count("/") == 1 and k not in ("reward/mean", "reward/nan_count")
+              and num(v)}
+    if groups:
+        worst = min(groups, key=groups.__getitem__)
+        shown.append(f"worst group {worst} {groups[worst]:.4g}")
+    if not shown:
+        shown = [f"{k} {v:.4g}" for k, v in metrics.items() if num(v)][:3]
+    at = " before training" if step == 0 else f" at step {step}" if step is not None else ""
+    return f"evaluation {benchmark}{at}: {', '.join(shown) or 'no numeric result'}"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

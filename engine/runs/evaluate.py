@@ -28,7 +28,8 @@ def execute(ctx: RunContext) -> None:
 
     def store(res: BenchmarkResult) -> None:
         ctx.record_evaluation(res.benchmark, res.metrics, model=cfg.model, dataset_version=res.dataset_version,
-                              step=1, checkpoint=model.checkpoint, evaluated=model.subject("job"))
+                              step=1, checkpoint=model.checkpoint, evaluated=model.subject("job"),
+                              announce=False)  # announced below, with its time
         summary.update({f"eval/{res.benchmark}/{k}": v for k, v in headline(res).items()})
         if res.benchmark == "reward":
             groups.extend({"group": k[: -len("/mean")], "reward_mean": v} for k, v in res.metrics.items()
