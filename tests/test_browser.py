@@ -221,7 +221,7 @@ def test_new_user_flow(studio, page):
 
 # Each page's own address, and what only that page shows once the studio is open.
 PAGE_URLS = {"": "Actions", "runs": "Actions", "new_run": "Dataset preview", "run?run=1": "Group weights",
-             "compare": "Summary per group"}
+             "compare": "Summary per group", "results": "Held-out bias reward (in-run)"}
 
 
 def _fresh_page(browser, url: str):
@@ -237,8 +237,14 @@ def _fresh_page(browser, url: str):
 def _seed_for_every_page(store) -> None:
     from tests.app_helpers import seed_comparison, seed_synthetic
 
+    from db.writes import record_evaluation
+
     seed_synthetic(store)  # run 1: the runs table, the run page's charts
     seed_comparison(store)
+    for step, mean in ((0, 0.5), (20, 0.7)):  # run 1's own held-out evaluations: the results page's report
+        record_evaluation(store, run_id=1, model="synthetic", benchmark="heldout_reward", dataset_version="v",
+                          metrics={"reward/mean": mean, "reward/gender": mean, "reward/race": mean + 0.1}, step=step,
+                          evaluated_model="synthetic", evaluated_run_id=1, evaluated_step=step, source="run")
 
 
 def test_every_page_url_needs_the_password(tmp_path, browser):
