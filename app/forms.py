@@ -39,8 +39,24 @@ def form_key(algorithm: str, name: str) -> str:
     return f"cfg.{algorithm}.{name}"
 
 
+# Words a label writes as their proper name, and fields whose label is not their name.
+_WORDS = {"lora": "LoRA", "kl": "KL", "eos": "EOS", "dpo": "DPO", "ipo": "IPO", "grpo": "GRPO", "hf": "HF",
+          "id": "ID", "ids": "IDs", "rm": "RM", "vllm": "vLLM"}
+_LABELS = {"use_lora": "Use LoRA", "lora_r": "LoRA rank", "model_a": "Model A", "model_b": "Model B"}
+# Fields that only mean something while another field is on: hidden while it is off.
+DEPENDS_ON = {"lora_r": "use_lora", "lora_alpha": "use_lora", "lora_dropout": "use_lora",
+              "lora_target_modules": "use_lora"}
+
+
 def label(name: str) -> str:
-    return name.replace("_", " ").capitalize()
+    """A field's label: "use_lora" -> "Use LoRA", "model_b" -> "Model B", "max_new_tokens" -> "Max new tokens"."""
+    if name in _LABELS:
+        return _LABELS[name]
+    words = name.split("_")
+    out = [_WORDS.get(w, w) for w in words]
+    first = out[0]
+    out[0] = first if first in _WORDS.values() else first.capitalize()
+    return " ".join(out)
 
 
 def _schema_kind(schema: Mapping[str, Any]) -> str:
@@ -291,6 +307,18 @@ def render_field(algorithm: str, f: dict[str, Any], problems: Mapping[str, str],
         st.error(f"**{label(name)}** {plain(msg)}", icon=":material/error:")  # messages quote the typed value
 
 
+def _shown(algorithm: str, fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fields to draw: those that depend on a switch (LoRA's settings) only while it is on."""
+    names = {f["name"] for f in fields}
+    ss = st.session_state
+    return [f for f in fields if DEPENDS_ON.get(f["name"]) not in names
+            or ss.get(form_key(algorithm, DEPENDS_ON[f["name"]]))]
+
+
+def _section_title(section: str) -> str:
+    return "General" if section == "basic" else section.capitalize()
+
+
 def _by_section(fields: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for f in fields:
@@ -303,7 +331,7 @@ def render_form(algorithm: str, problems: Mapping[str, str], *, dataset_choices:
                 run_choices: list[tuple[int, str, int]] | None = None, skip: tuple[str, ...] = ()) -> None:
     """Basic fields by section, then the advanced ones in an expander. Problems show under their field."""
     seed_state(algorithm)
-    fields = [f for f in _fields(algorithm) if f["name"] not in skip]
+    fields = _shown(algorithm, [f for f in _fields(algorithm) if f["name"] not in skip])
     basic = [f for f in fields if not f["advanced"]]
     advanced = [f for f in fields if f["advanced"]]
     kw = {"dataset_choices": dataset_choices, "run_choices": run_choices}
@@ -317,12 +345,12 @@ def render_form(algorithm: str, problems: Mapping[str, str], *, dataset_choices:
     bad_advanced = any(field_problem(problems, f["name"]) for f in advanced)
     with st.expander("Advanced settings", expanded=bad_advanced):
         for section, fs in _by_section(advanced):
-            st.markdown(f"**{section.capitalize()}**")
+            st.markdown(f"**{_section_title(section)}**")
             cols = st.columns(2)
             for i, f in enumerate(fs):
                 with cols[i % 2]:
                     render_field(algorithm, f, problems, **kw)
-    known = {f["name"] for f in fields} | {"algorithm", "config"}
+    known = {f["name"] for f in _fields(algorithm)} | {"algorithm", "config"}
     for k, v in problems.items():  # problems no field shows (e.g. a preset with a removed setting)
         if k.split(".", 1)[0] not in known:
             st.error(f"**{plain(label(k))}** {plain(v)}")

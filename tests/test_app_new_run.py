@@ -25,6 +25,11 @@ def test_every_field_has_a_widget_with_its_help(store):
         keys = _widget_keys(at)
         helps = {w.key: w.help for kind in ("text_input", "number_input", "checkbox", "selectbox")
                  for w in getattr(at, kind)}
+        if f"cfg.{alg}.use_lora" in keys:  # LoRA's settings show only with LoRA on
+            at.checkbox(key=f"cfg.{alg}.use_lora").check().run()
+            keys = _widget_keys(at)
+            helps = {w.key: w.help for kind in ("text_input", "number_input", "checkbox", "selectbox")
+                     for w in getattr(at, kind)}
         for f in field_help(CONFIG_CLASSES[alg]):
             key = f"cfg.{alg}.{f['name']}"
             assert key in keys or f"{key}.kind" in keys or f"{key}.names" in keys, (alg, f["name"])
@@ -129,3 +134,53 @@ def test_reward_terms_come_with_the_reward_models_card_and_validation_table(stor
         assert {"bias_rm alone", "default GRPO reward"} <= set(table.value["reward"])
     else:
         assert any("studio reward check" in w.value for w in box.warning)
+
+
+def _in_order(node):
+    """Every element of the page in the order it is drawn."""
+    yield node
+    for k in sorted(getattr(node, "children", {}) or {}):
+        yield from _in_order(node.children[k])
+
+
+def test_form_defaults_labels_sections_and_lora_fields(store):
+    """Issue 18 item 8: the form's reward terms are GRPOConfig's defaults; proper labels; the advanced settings
+    open with no section called "Basic"; LoRA's settings show only while LoRA is on."""
+    from engine.config import GRPOConfig
+
+    at = open_page("views/new_run.py")
+    names = at.multiselect(key="cfg.grpo.rewards.names").value
+    defaults = GRPOConfig().rewards
+    assert names == [r.name for r in defaults] and "refusal" in names
+    assert [at.number_input(key=f"cfg.grpo.rewards.w.{r.name}").value for r in defaults] == [r.weight for r in defaults]
+    assert at.checkbox(key="cfg.grpo.use_lora").label == "Use LoRA"
+    assert not any(w.key.startswith("cfg.grpo.lora_") for w in at.number_input) and not any(
+        w.key.startswith("cfg.grpo.lora_") for w in at.text_input)
+    at.checkbox(key="cfg.grpo.use_lora").check().run()
+    assert at.number_input(key="cfg.grpo.lora_r").label == "LoRA rank"
+    (adv,) = [e for e in at.expander if e.label == "Advanced settings"]
+    headers = [m.value for m in adv.markdown if m.value.startswith("**")]
+    assert headers and "**Basic**" not in headers and headers[0] == "**General**", headers
+    cmp = open_page("views/compare.py")
+    assert "Model B" in [r.label for r in cmp.radio]
+
+
+def test_dataset_preview_sits_above_the_queue_button_with_a_plain_caption(store):
+    at = open_page("views/new_run.py")
+    order = [e for e in _in_order(at.main) if getattr(e, "type", None) in ("subheader", "button")]
+    kinds = [("preview" if e.type == "subheader" and "Dataset preview" in str(e.value) else
+              "queue" if e.type == "button" and e.key == "new.submit" else None) for e in order]
+    assert kinds.index("preview") < kinds.index("queue")
+    caption = next(c.value for c in at.caption if c.value.startswith("License:"))
+    assert "training split" not in caption and " training rows" in caption and "train:" not in caption
+
+
+def test_a_loaded_presets_problems_are_not_called_a_refused_queueing(store):
+    at = open_page("views/new_run.py")
+    at.session_state["new.preset_pending"] = '{"algorithm": "synthetic", "eta": -1}'
+    at.run()
+    assert not at.exception
+    assert not any("not queued" in e.value for e in at.error)
+    assert any("preset has 1 setting(s) to change" in w.value for w in at.warning)
+    at.button(key="new.submit").click().run()  # now the user tried: it was refused
+    assert any("not queued" in e.value for e in at.error) and list_runs(store) == []

@@ -22,6 +22,7 @@ SUBMITTED_KEY = "new.submitted"
 PARENT_KEY = "new.parent_id"
 PRESET_MSG_KEY = "new.preset_message"
 PRESET_PENDING_KEY = "new.preset_pending"
+PROBLEMS_FROM_KEY = "new.problems_from"  # "preset" (loaded, not yet queued) or "submit" (the Queue button)
 # The product's order: the two GRPO variants, the preference methods, then the synthetic experiment.
 ALGORITHMS = [a for a in ("grpo", "gr_grpo", "dpo", "ipo", "gr_dpo", "gr_ipo", "is_dpo", "is_ipo", "synthetic")
               if a in TRAINING_ALGORITHMS]
@@ -57,6 +58,7 @@ def _apply_preset(raw: bytes, name: str) -> None:
     _load_into_form(data)
     if problems:
         ss[PROBLEMS_KEY] = {data["algorithm"]: problems}
+        ss[PROBLEMS_FROM_KEY] = "preset"
         ss[PRESET_MSG_KEY] = ("warning", f"Loaded {plain(name)}; fix the settings marked below before queueing.")
     else:
         ss[PRESET_MSG_KEY] = ("success", f"Loaded preset {plain(name)}.")
@@ -76,6 +78,7 @@ def _on_submit() -> None:
     alg = ss[ALGO_KEY]
     run_id, problems = forms.submit(store, forms.collect(alg), parent_id=ss.get(PARENT_KEY))
     ss[PROBLEMS_KEY] = {alg: problems}
+    ss[PROBLEMS_FROM_KEY] = "submit"
     if run_id is not None:
         ss.pop(PARENT_KEY, None)
         ss[SUBMITTED_KEY] = run_id
@@ -109,7 +112,6 @@ if "dataset" in cls.model_fields:
 forms.render_form(algorithm, problems, dataset_choices=dataset_choices)
 
 
-
 def estimate_text(data: dict) -> str:
     """How long the run would take here, from similar runs that finished on this engine, or that none is known."""
     from db.reads import time_estimate
@@ -129,12 +131,16 @@ def estimate_text(data: dict) -> str:
             f"{like} on this engine.")
 
 
-st.caption(estimate_text(forms.collect(algorithm)), help="From the measured step time (time/step) of finished runs "
-           "in this studio's store; setup is the time from the engine's claim to the first step.")
-if problems:
-    st.error(f"The run was not queued: {len(problems)} setting(s) need a change (marked above).",
-             icon=":material/error:")
-st.button("Queue run", type="primary", key="new.submit", on_click=_on_submit, icon=":material/play_arrow:")
+SPLIT_NAMES = {"train": "training", "validation": "validation", "val": "validation", "eval": "held-out evaluation",
+               "test": "test"}
+
+
+def preview_caption(p: dict) -> str:
+    """License, groups and rows: the training rows once, then the other splits by name (if the set has them)."""
+    spec = p["spec"]
+    others = [f"{v:,} {SPLIT_NAMES.get(k, k)}" for k, v in p["split_rows"].items() if k != p.get("split", "train")]
+    rows = f"{p['rows']:,} training rows" + (f" (and {', '.join(others)})" if others else "")
+    return f"License: {spec['license']} · groups: {spec['groups']} · {rows}"
 
 
 @st.cache_data(show_spinner="Loading the dataset preview...", max_entries=16)
@@ -154,8 +160,7 @@ if dataset_choices:
     else:
         spec = p["spec"]
         st.write(spec["description"])
-        st.caption(f"License: {spec['license']} · groups: {spec['groups']} · training split: {p['rows']} rows · "
-                   + ", ".join(f"{k}: {v}" for k, v in p["split_rows"].items()))
+        st.caption(preview_caption(p))
         colours = group_colours(p["group_counts"])
         counts = pd.DataFrame({"group": list(p["group_counts"]), "rows": list(p["group_counts"].values())})
         import plotly.graph_objects as go
@@ -169,3 +174,16 @@ if dataset_choices:
             with st.expander(f"{plain(group)}: {p['group_counts'].get(group, 0)} rows"):
                 for t in texts:
                     st.text(t)
+
+
+st.caption(estimate_text(forms.collect(algorithm)), help="From the measured step time (time/step) of finished runs "
+           "in this studio's store; setup is the time from the engine's claim to the first step.")
+if problems and ss.get(PROBLEMS_FROM_KEY) == "preset":  # nobody pressed Queue yet: nothing was refused
+    st.warning(f"The loaded preset has {len(problems)} setting(s) to change before it can be queued (marked above).",
+               icon=":material/warning:")
+elif problems:
+    st.error(f"The run was not queued: {len(problems)} setting(s) need a change (marked above).",
+             icon=":material/error:")
+st.button("Queue run", type="primary", key="new.submit", on_click=_on_submit, icon=":material/play_arrow:")
+
+
