@@ -147,3 +147,23 @@ def test_event_log_has_checkpoints_and_evaluation_results(store, tmp_path):
     assert "checkpoint saved at step 5" in msgs
     assert ("evaluation heldout_reward before training: reward/mean 0.7123, kl 0, worst group age 0.61"
             in msgs), msgs
+
+
+def test_the_training_loop_reports_the_end_of_setup(store):
+    from engine.runs.context import RunContext
+    from engine.runs.loop import StepLog, run_steps
+
+    rid = _synthetic(store, steps=2)
+    run = claim_next_run(store, "w")
+    ctx = RunContext(store, rid, parse_config({"algorithm": "synthetic", "max_steps": 2}), resume=False,
+                     lease=run.lease)
+    run_steps(ctx, 0, lambda n: StepLog({"train/loss": 1.0 / n}), evaluate=lambda n: {}, save=lambda n: None)
+    msgs = [e.message for e in runs_events(store, rid)]
+    done = [m for m in msgs if m.startswith("setup done in ")]
+    assert len(done) == 1 and done[0].endswith("training from step 1"), msgs
+
+
+def runs_events(store, rid):
+    from db.reads import run_events
+
+    return list(reversed(run_events(store, rid)))

@@ -278,8 +278,10 @@ class GRPORun:
         self.t = t = start_training(ctx)
         self.schedule = BatchSchedule([r.group for r in t.train], cfg.prompts_per_step, cfg.seed, cfg.group_sampling)
         self.heldout = _heldout(cfg)
+        ctx.setup(f"starting the sampler ({cfg.sampler}) on {t.device}")
         self.sampler = make_sampler(cfg.sampler, t.policy.model_path, t.policy,
                                     **sampler_options(cfg.sampler, t.device, static_cache=cfg.static_cache))
+        ctx.setup("loading the reward: " + " + ".join(f"{r.weight:g} x {r.name}" for r in cfg.rewards))
         self.reward = build_reward(cfg.rewards, device=t.device)
         self.loss_kw = loss_settings(cfg)
 

@@ -88,8 +88,11 @@ def start_training(ctx: RunContext) -> Training:
 
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
+    ctx.setup(f"loading the training data ({cfg.dataset})")
     train = load_training_rows(cfg, ctx.event)
     group_names = sorted({r.group for r in train})
+    ctx.setup(f"loading the policy {cfg.model} and its reference (the embedded default is converted once, on "
+              "first use)")
     policy = load_training_policy(cfg)
     params = policy.trainable_parameters()
     optimizer, scheduler = make_optimizer(params, cfg)
@@ -110,9 +113,12 @@ def run_steps(ctx: RunContext, start: int, step: Callable[[int], StepLog], *,
     its held-out metrics in one transaction, checkpointed when due; a stop request ends the loop after the step,
     with a checkpoint of it."""
     if start == 0:
+        if getattr(ctx.config, "eval_prompts", 0) > 0:
+            ctx.setup("the held-out evaluation before training")
         val = evaluate(0)
         if val:
             ctx.log_step(0, val)  # the before-training point of the held-out curves
+    ctx.setup_done(start)
     for n in range(start + 1, ctx.config.max_steps + 1):
         out = step(n)
         out.metrics.update(evaluate(n))  # evaluated before the step is logged: one transaction
