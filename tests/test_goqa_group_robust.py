@@ -171,3 +171,32 @@ def test_two_step_gr_ipo_on_goqa_records_worst_group_figures(store, tiny_model_d
     assert sorted(m) == [1, 2]  # no step-0 bias-reward point for this dataset
     weights = [m[2][f"weight/{g}"] for g in countries]
     assert sum(weights) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_figure_script_reads_the_stored_runs(store, db_url, tiny_model_dir, tmp_path):
+    """bench/goqa_group_robust.py on an IPO and a GR-IPO run of the same seed and budget (one step each)."""
+    from bench import goqa_group_robust as bench
+
+    common = {"dataset": "goqa_pairs", "max_steps": 1, "batch_size": 4, "max_length": 160, "micro_batch_size": 8,
+              "eval_prompts": 1000, "eval_every": 0}
+    ipo = run_in_process(store, preference_config(str(tiny_model_dir), "ipo", **common))
+    gr = run_in_process(store, preference_config(str(tiny_model_dir), "gr_ipo", eta=0.0005, **common))
+    other = run_in_process(store, preference_config(str(tiny_model_dir), "ipo", **{**common, "seed": 3}))
+    out = tmp_path / "fig"
+    bench.main(["--db", db_url, "--out", str(out), "--no-png", str(ipo), str(gr)])
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["algorithm"]: r for r in results["summary"]}
+    stored = {rid: evaluations(store, rid) for rid in (ipo, gr)}
+    for algo, rid in (("ipo", ipo), ("gr_ipo", gr)):
+        first, last = stored[rid][0][2], stored[rid][-1][2]
+        assert rows[algo]["max_group_loss_first"] == first["loss/max_group"]
+        assert rows[algo]["min_group_accuracy_last"] == last["accuracy/min_group"]
+        assert rows[algo]["min_group_accuracy_last_ci"] == last["ci"]["accuracy/min_group"]
+        assert rows[algo]["heldout_pairs"] == 56
+    # the GR run's group weights are drawn, the IPO run has none
+    assert {r["algorithm"]: bool(r["weights"]) for r in results["runs"]} == {"ipo": False, "gr_ipo": True}
+    html = (out / "figure.html").read_text()
+    assert "Max group loss" in html and "GR-IPO group weights" in html
+    assert f"| {gr} | gr_ipo | 1 |" in (out / "table.md").read_text()
+    with pytest.raises(SystemExit, match="differ in \\['seed'\\]"):
+        bench.main(["--db", db_url, "--out", str(out), "--no-png", str(ipo), str(other)])
