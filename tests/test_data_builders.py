@@ -267,3 +267,19 @@ def test_preview_is_json_able_with_group_counts():
     assert all(len(v) == 2 for v in p["examples"].values())
     pairs = preview("bbq_pairs", per_group=1)
     assert all("[chosen]" in v[0] and "[rejected]" in v[0] for v in pairs["examples"].values())
+
+
+def test_a_known_malformed_row_warns_once_per_process_not_on_every_load(caplog):
+    """Issue 18 item 9: the upstream empty BOLD prompt is reported, once; later loads log it at debug level."""
+    import logging
+
+    from engine.data import builders
+
+    builders._WARNED.clear()
+    with caplog.at_level(logging.DEBUG, logger="engine.data.builders"):
+        for split in ("train", "validation", "eval", "train"):
+            load_named("bias_prompts", split, seed=0)
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "malformed" in r.getMessage()]
+    again = [r for r in caplog.records if r.levelno == logging.DEBUG and "(again)" in r.getMessage()]
+    assert len(warned) == 1 and "religious_ideology_prompt.json line 371" in warned[0].getMessage()
+    assert again  # still said, where debugging looks

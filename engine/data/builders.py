@@ -81,12 +81,21 @@ def collect_load_reports() -> Iterator[LoadReport]:
         _REPORTS.reset(token)
 
 
+# Reports already logged by this process: a file is loaded once per split and per evaluation, and a known
+# malformed row (the upstream empty BOLD prompt, bundled as it is) would otherwise warn a dozen times per run.
+_WARNED: set[tuple[str, str]] = set()
+
+
 def _log_report(what: str, report: LoadReport) -> None:
     collector = _REPORTS.get()
     if collector is not None:
         collector.merge(report)
     if report.malformed:
-        log.warning("%s: skipped malformed rows\n%s", what, report.summary())
+        summary = report.summary()
+        first = (what, summary) not in _WARNED
+        _WARNED.add((what, summary))
+        log.log(logging.WARNING if first else logging.DEBUG, "%s: skipped malformed rows%s\n%s", what,
+                "" if first else " (again)", summary)
 
 
 def _split_rows(

@@ -14,6 +14,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from engine.sampling.base import SampleBatch, check_sampling_args, encode_prompts
+from engine.sampling.vllm_logs import explain_rotary_reload_warning
 
 if TYPE_CHECKING:
     from engine.models.loading import LoadedPolicy
@@ -80,6 +81,7 @@ class VLLMSampler:
         # vLLM's CPU worker sets torch to 1 intra-op thread and replaces torch.set_num_threads with a no-op for
         # the whole process; colocated, that would leave the trainer single-threaded. Undo both after start-up.
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
+        explain_rotary_reload_warning()  # every weight sync would warn "RotaryEmbedding: Failed to load weights"
         self.llm = LLM(
             model=model_path,
             tokenizer=model_path,
