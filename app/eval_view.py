@@ -239,7 +239,7 @@ def before_after_columns(evs: Sequence[Any], algorithms: Mapping[int, str], run_
 
 # ------------------------------------------------------------------------------------ metrics, in order
 BENCHMARK_ORDER = ("heldout_reward", "reward", "heldout_preference", "crows_pairs", "stereoset", "bbq", "perplexity")
-BENCHMARK_LABELS = {"heldout_reward": "Held-out bias reward (in-run)", "reward": "Held-out bias reward",
+BENCHMARK_LABELS = {"heldout_reward": "Held-out reward (in-run)", "reward": "Held-out bias reward",
                     "heldout_preference": "Held-out preference pairs (in-run)", "crows_pairs": "CrowS-Pairs",
                     "stereoset": "StereoSet (intrasentence)", "bbq": "BBQ", "perplexity": "Perplexity (neutral text)"}
 # Overall metrics first in this order, then the same per group; what is not listed follows, alphabetically.
@@ -274,6 +274,7 @@ REFERENCE = {
     ("perplexity", "nll_per_token"): "lower is better",
 }
 _DIGITS = {"heldout_reward": 3, "heldout_preference": 3}
+_WORST = "reward/worst_group"  # a run's held-out reward: the lowest group mean (derived from the group means)
 _SKIP = {"seconds", "n", "n_ambig", "n_disambig", "tokens", "unscored", "reward/nan_count", "worst_loss_group",
          "worst_accuracy_group"}
 
@@ -299,7 +300,7 @@ def _heldout_reward_parts(metrics: Mapping[str, Any]) -> list[tuple[str, str, st
     """(group, metric, key) of a run's held-out reward result: reward/mean, reward/<group>, reward/<term>/mean."""
     out = []
     for k in metrics:
-        if k in _SKIP or not _finite(metrics[k]):
+        if k in _SKIP or not _finite(metrics[k]) or k == _WORST:
             continue
         parts = k.split("/")
         if k == "reward/mean":
@@ -350,7 +351,7 @@ def figures(benchmark: str, metrics: Mapping[str, Any]) -> list[Figure]:
         parts = _heldout_reward_parts(metrics)
         groups_mean = [metrics[k] for g, m, k in parts if g != "all" and m == "reward mean"]
         if groups_mean and not any(m == "worst group" for _, m, _ in parts):
-            parts.append(("all", "worst group", "(lowest group mean)"))
+            parts.append(("all", "worst group", _WORST))
     elif benchmark == "heldout_preference":
         parts = _preference_parts(metrics)
     else:
@@ -364,9 +365,10 @@ def figures(benchmark: str, metrics: Mapping[str, Any]) -> list[Figure]:
 
     out = []
     for g, m, k in sorted(parts, key=rank):
-        if k == "(lowest group mean)":
+        if k == _WORST:  # the lowest group mean; its interval is stored with the item table
             v = min(metrics[kk] for gg, mm, kk in parts if gg != "all" and mm == "reward mean")
-            out.append(Figure(benchmark, g, m, k, float(v)))
+            lo, hi = (ci.get(k) or [None, None])[:2]
+            out.append(Figure(benchmark, g, m, k, float(v), lo, hi))
             continue
         lo, hi = (ci.get(k) or [None, None])[:2]
         out.append(Figure(benchmark, g, m, k, float(metrics[k]), lo, hi))
@@ -541,6 +543,18 @@ def report_pairs(evs: Sequence[Any], run: Any, algorithms: Mapping[int, str],
     return pairs
 
 
+def _change_key(benchmark: str, f: Figure) -> str:
+    """The key paired_changes gives a figure: a run's held-out reward stores reward/mean, reward/<group> and
+    reward/worst_group, its item table (a "reward" table) names them mean, <group>/mean and worst_group."""
+    if benchmark != "heldout_reward":
+        return f.key
+    if f.key == "reward/mean":
+        return "mean"
+    if f.key == _WORST:
+        return "worst_group"
+    return f"{f.group}/mean" if f.group != "all" else f.key
+
+
 def pair_rows(pair: Pair) -> tuple[list[dict[str, Any]], str]:
     """Rows of a pair's table (group, metric, what is unbiased, before, after, change [paired 95% interval],
     McNemar p, ✱) and a note on how the change was computed."""
@@ -564,9 +578,7 @@ def pair_rows(pair: Pair) -> tuple[list[dict[str, Any]], str]:
     rows = []
     for g, m in keys:
         b, a = fb.get((g, m)), fa.get((g, m))
-        c = None
-        if got is not None and b is not None:
-            c = got.get(b.key if g == "all" else b.key)
+        c = got.get(_change_key(bench, b)) if got is not None and b is not None else None
         change = ""
         if c is not None:
             change = f"{c.diff:+.{n}f}"

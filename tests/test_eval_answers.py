@@ -13,8 +13,9 @@ def _rows(n: int) -> list:
 
 def test_the_same_items_keep_the_same_prompts_whatever_the_answers():
     rows = _rows(60)
-    base = answer_sample(rows, [f"base {i}" for i in range(60)], [0.5] * 60, n=12)
-    tuned = answer_sample(rows, [f"tuned {i}" for i in range(60)], [0.9] * 59 + [float("nan")], n=12)
+    groups, prompts = [r.group for r in rows], [r.prompt for r in rows]
+    base = answer_sample(groups, prompts, [f"base {i}" for i in range(60)], [0.5] * 60, n=12)
+    tuned = answer_sample(groups, prompts, [f"tuned {i}" for i in range(60)], [0.9] * 59 + [float("nan")], n=12)
     assert len(base) == 12 and [a["prompt"] for a in base] == [a["prompt"] for a in tuned]
     assert {a["group"] for a in base} == {"age", "race", "religion"}  # balanced over groups
     assert sum(a["group"] == "age" for a in base) == 4
@@ -25,4 +26,28 @@ def test_the_same_items_keep_the_same_prompts_whatever_the_answers():
 
 def test_fewer_items_than_the_sample_keeps_them_all():
     rows = _rows(5)
-    assert [a["prompt"] for a in answer_sample(rows, ["x"] * 5, [0.1] * 5)] == [r.prompt for r in rows]
+    got = answer_sample([r.group for r in rows], [r.prompt for r in rows], ["x"] * 5, [0.1] * 5)
+    assert [a["prompt"] for a in got] == [r.prompt for r in rows]
+
+
+def test_a_runs_heldout_block_pairs_step_0_with_the_last_step():
+    from app import eval_view
+    from engine.evaluation.harness import heldout_result_block
+
+    groups = ["age", "race"] * 20
+    prompts = [f"p{i}" for i in range(40)]
+    before = {"reward/mean": 0.5, "reward/age": 0.4, "reward/race": 0.6,
+              **heldout_result_block([0.4, 0.6] * 20, groups, prompts, ["b"] * 40, n_boot=200)}
+    after = {"reward/mean": 0.7, "reward/age": 0.7, "reward/race": 0.7,
+             **heldout_result_block([0.7, 0.7] * 20, groups, prompts, ["a"] * 40, n_boot=200)}
+    assert set(before["ci"]) == {"reward/mean", "reward/worst_group", "reward/age", "reward/race"}
+    assert len(before["answers"]) == 24
+    ev = lambda m: SimpleNamespace(benchmark="heldout_reward", metrics=m, seed=0)  # noqa: E731
+    pair = eval_view.Pair("heldout_reward", ev(before), ev(after), "before", "after")
+    rows, note = eval_view.pair_rows(pair)
+    by = {(r["group"], r["metric"]): r for r in rows}
+    assert by[("all", "reward mean")]["change"].startswith("+0.200 [")
+    assert by[("all", "worst group")]["change"].startswith("+0.300 [") and by[("all", "worst group")]["✱"] == "✱"
+    assert by[("age", "reward mean")]["change"].startswith("+0.300")
+    assert "paired bootstrap" in note
+    assert len(eval_view.pair_answers(pair)) == 10

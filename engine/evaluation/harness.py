@@ -313,7 +313,7 @@ def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
         reward.close()
     table = M.reward_table(values, [r.group for r in rows], prompts)
     out: dict[str, Any] = dict(M.compute(table))
-    out["answers"] = answer_sample(rows, completions, values)
+    out["answers"] = answer_sample([r.group for r in rows], prompts, completions, values)
     examples = [{"group": r.group, "prompt": p, "completion": c, "reward": v}
                 for r, p, c, v in list(zip(rows, prompts, completions, values))[:5]]
     version = f"bias_prompts:eval;limit={settings.limit or 'all'};seed={settings.seed};reward={settings.reward};" \
@@ -324,15 +324,31 @@ def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
 ANSWERS_KEPT = 24  # held-out answers stored with a reward result, for reports (base and tuned side by side)
 
 
-def answer_sample(rows: Sequence[Any], completions: Sequence[str], values: Sequence[float],
-                  n: int = ANSWERS_KEPT) -> list[dict[str, Any]]:
+def answer_sample(groups: Sequence[str], prompts: Sequence[str], completions: Sequence[str],
+                  values: Sequence[float], n: int = ANSWERS_KEPT) -> list[dict[str, Any]]:
     """Up to `n` of the evaluated prompts with the model's answer and its reward, stored with the result under
     "answers". Chosen round-robin over groups in a fixed hash order of the prompt text (seed 0, whatever the
     evaluation's seed), so two models evaluated on the same items store the same prompts."""
-    scored = [{"group": r.group, "prompt": r.prompt, "answer": c,
+    scored = [{"group": g, "prompt": p, "answer": c,
                "reward": float(v) if v is not None and math.isfinite(float(v)) else None}
-              for r, c, v in zip(rows, completions, values)]
+              for g, p, c, v in zip(groups, prompts, completions, values)]
     return balanced_sample(scored, lambda x: x["group"], lambda x: x["prompt"], n, 0)
+
+
+def heldout_result_block(values: Sequence[float], groups: Sequence[str], prompts: Sequence[str],
+                         completions: Sequence[str], n_boot: int = U.DEFAULT_N_BOOT, seed: int = 0,
+                         level: float = U.DEFAULT_LEVEL) -> dict[str, Any]:
+    """What a training run's own held-out reward evaluation stores beside its numbers (reward/mean,
+    reward/<group>): the per-prompt item table (so step 0 and the last step pair item by item), 95% bootstrap
+    intervals under those keys (and reward/worst_group, the lowest group mean) and a sample of the answers."""
+    table = M.reward_table(list(values), list(groups), list(prompts))
+    block = U.result_block(table, n_boot, seed, level) if n_boot else {"items": table.encode()}
+    rename = {"mean": "reward/mean", "worst_group": "reward/worst_group",
+              **{f"{g}/mean": f"reward/{g}" for g in set(groups)}}
+    if "ci" in block:
+        block["ci"] = {rename[k]: v for k, v in block["ci"].items() if k in rename}
+    block["answers"] = answer_sample(groups, prompts, completions, values)
+    return block
 
 
 RUNNERS: dict[str, Callable[[Any, EvalSettings], BenchmarkResult]] = {

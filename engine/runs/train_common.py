@@ -657,7 +657,7 @@ def eval_due(step: int, cfg: Any) -> bool:
 
 
 def heldout_reward_eval(policy: LoadedPolicy, sampler: Any, reward: Any, heldout: HeldoutSet, *,
-                        max_new_tokens: int, micro_batch_size: int) -> dict[str, float]:
+                        max_new_tokens: int, micro_batch_size: int) -> dict[str, Any]:
     """Greedy completions of the held-out prompts scored by ``reward``: mean reward overall and per group, and
     the exact per-token KL(policy || reference) along those completions. Greedy decoding keeps successive
     evaluations comparable: the numbers move only when the model does."""
@@ -702,6 +702,11 @@ def heldout_reward_eval(policy: LoadedPolicy, sampler: Any, reward: Any, heldout
             policy.model.train(was_training)
     out["kl"] = kl_sum / max(tokens, 1.0)
     out["completion/len_mean"] = sum(len(c) for c in batch.completion_ids) / len(batch.completion_ids)
+    # per-prompt outcomes, 95% intervals and a sample of the answers, stored with the evaluation (not logged as
+    # step metrics): the Results page pairs step 0 with the last step item by item and shows answers side by side
+    from engine.evaluation.harness import heldout_result_block
+
+    out.update(heldout_result_block(values.tolist(), heldout.groups, heldout.prompts, batch.texts))
     return out
 
 
