@@ -295,8 +295,9 @@ class GRPORun:
         """Held-out evaluation when due: recorded in the evaluations table; returns the val/* metrics."""
         if not (eval_due(step, self.cfg) and self.heldout.prompts):
             return {}
+        cfg = self.cfg
         metrics = heldout_reward_eval(self.t.policy, self.sampler, self.reward, self.heldout,
-                                      max_new_tokens=self.cfg.max_new_tokens, micro_batch_size=self.cfg.micro_batch_size)
+                                      max_new_tokens=cfg.max_new_tokens, micro_batch_size=cfg.micro_batch_size)
         record_heldout(self.ctx, step, metrics, self.heldout)
         return heldout_val_metrics(metrics, self.heldout)
 

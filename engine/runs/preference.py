@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from db import metric_keys as mk
 from engine.config import ALGORITHM_SPECS
 from engine.runs.context import RunContext
+from engine.runs.loop import StepLog, run_steps, start_training
 from engine.runs.train_common import (
     BatchSchedule,
     HeldoutSet,
@@ -43,15 +44,11 @@ from engine.runs.train_common import (
     forward_logprobs,
     heldout_reward_eval,
     heldout_val_metrics,
-    load_training_policy,
-    make_optimizer,
     micro_batches,
     padded_rows,
     peak_memory_mb,
     record_heldout,
     reset_peak_memory,
-    restore_train_state,
-    save_train_state,
 )
 
 if TYPE_CHECKING:
@@ -304,189 +301,195 @@ def _heldout_pairs(cfg: Any) -> list[Any]:
     return [rows[i] for i in balanced_subset([r.group for r in rows], cfg.eval_prompts)]
 
 
-def execute(ctx: RunContext) -> None:
-    import torch
+class PreferenceRun:
+    """One DPO/IPO/IS/GR preference run; ``step`` is its phases in order: reference (the batch's cached
+    reference log-probs, computed the first time a pair is drawn) -> weights and update (``update_pairs``) ->
+    log. The loop around them is engine.runs.loop.run_steps."""
 
-    from engine.algorithms.group_robust import (
-        GroupWeightState,
-        group_losses,
-        mixed_weights,
-        paper_scale,
-        update_group_weights,
-    )
-    from engine.algorithms.preference import implicit_rewards, preference_margin
-    from engine.data.quality import load_training_rows
-    from engine.data.registry import DATASETS
+    def __init__(self, ctx: RunContext):
+        import torch
 
-    cfg = ctx.config
-    variant = _variant(cfg.algorithm)
-    torch.manual_seed(cfg.seed)
-    train = load_training_rows(cfg, ctx.event)
-    group_names = sorted({p.group for p in train})
-    gid = {g: i for i, g in enumerate(group_names)}
-    k = len(group_names)
-    all_gids = torch.tensor([gid[p.group] for p in train], dtype=torch.long)
-    dataset_counts = torch.zeros(k).index_add(0, all_gids, torch.ones(len(train)))  # (K,)
-    schedule = BatchSchedule([p.group for p in train], cfg.batch_size, cfg.seed, cfg.group_sampling)
-    heldout_pairs = _heldout_pairs(cfg)
+        cfg = self.cfg = ctx.config
+        self.ctx = ctx
+        self.variant = _variant(cfg.algorithm)
+        self.t = t = start_training(ctx)
+        self.all_gids = t.group_ids(t.train)  # (N,)
+        self.dataset_counts = torch.zeros(t.k).index_add(0, self.all_gids, torch.ones(len(t.train)))  # (K,)
+        self.schedule = BatchSchedule([p.group for p in t.train], cfg.batch_size, cfg.seed, cfg.group_sampling)
+        self.tok = tokenize_pairs(t.policy.tokenizer, t.train, cfg.max_length)
+        self.pairs_per_mb = max(1, cfg.micro_batch_size // 2)
+        self.cache_path = ctx.run_dir / REF_CACHE
+        self.ref_cache = ReferenceCache.load_or_new(self.cache_path, len(t.train),
+                                                    fingerprint(cfg, t.policy.model_path, len(t.train), "train"))
+        self.held = HeldoutPairs(cfg, t.policy, self.pairs_per_mb)
 
-    policy = load_training_policy(cfg)
-    params = policy.trainable_parameters()
-    optimizer, scheduler = make_optimizer(params, cfg)
-    start = ctx.start_step()
-    extra = restore_train_state(ctx, start, policy, optimizer, scheduler)
-    alpha = (GroupWeightState.from_dict(extra["group_weights"]) if "group_weights" in extra
-             else GroupWeightState.uniform(k)).to_tensor()
-    if alpha.shape[0] != k:
-        raise RuntimeError(f"the checkpoint has {alpha.shape[0]} group weights but the dataset has {k} groups: "
-                           "resume with the same dataset")
-    device = policy.device
-    pad_id = policy.tokenizer.pad_token_id
-    tok = tokenize_pairs(policy.tokenizer, train, cfg.max_length)
-    pairs_per_mb = max(1, cfg.micro_batch_size // 2)
-    cache_path = ctx.run_dir / REF_CACHE
-    ref_cache = ReferenceCache.load_or_new(cache_path, len(train),
-                                           fingerprint(cfg, policy.model_path, len(train), "train"))
+    def close(self) -> None:
+        self.held.close()
 
-    # held-out: pair accuracy/margin per group (cheap, every eval) and the bias reward of greedy answers
-    held_tok = tokenize_pairs(policy.tokenizer, heldout_pairs, cfg.max_length) if heldout_pairs else None
-    held_ref = ReferenceCache(len(heldout_pairs), "eval")
-    if heldout_pairs:
-        held_ref.fill(policy, held_tok, list(range(len(heldout_pairs))), pairs_per_mb)
-    heldout = HeldoutSet([p.prompt for p in heldout_pairs], [p.group for p in heldout_pairs],
-                         f"{cfg.dataset}:eval:{len(heldout_pairs)}")
-    sampler = reward = None
+    def save(self, step: int) -> None:
+        self.ref_cache.save(self.cache_path)
+        self.t.save(step)
 
-    def evaluate(step: int) -> dict[str, float]:
+    def evaluate(self, step: int) -> dict[str, float]:
+        return self.held.evaluate(self.ctx, step)
+
+    def step(self, step: int) -> StepLog:
+        timer = PhaseTimer(self.t.device)
+        reset_peak_memory(self.t.device)
+        idx = self.schedule.indices(step)
+        with timer.phase("step"):
+            with timer.phase("reference"):
+                self.ref_cache.fill(self.t.policy, self.tok, idx, self.pairs_per_mb)
+            batch = self.prepare(idx)
+            upd = update_pairs(self.cfg, self.t.policy.model, self.t.params, self.t.optimizer, self.tok, batch,
+                               coefficients=self.coefficients(batch.group_ids), needs_losses=self.variant == "gr",
+                               pad_id=self.t.policy.tokenizer.pad_token_id, device=self.t.device,
+                               pairs_per_mb=self.pairs_per_mb, max_grad_norm=self.cfg.max_grad_norm, timer=timer)
+            lr = self.t.lr_step()
+        with timer.phase("log"):
+            out = self.log(batch, upd, lr)
+        out.metrics.update(timer.metrics())
+        tok = self.tok
+        n_tokens = sum(len(tok.prompt[i]) * 2 + len(tok.chosen[i]) + len(tok.rejected[i]) for i in idx)
+        out.metrics[mk.TOKENS_PER_S] = n_tokens / timer.times["step"]
+        return out
+
+    def prepare(self, idx: list[int]) -> PairBatch:
+        import torch
+
+        device = self.t.device
+        ref_c, ref_r = self.ref_cache.get(idx, device)  # (B,), (B,)
+        c_len = torch.tensor([len(self.tok.chosen[i]) for i in idx], device=device)
+        r_len = torch.tensor([len(self.tok.rejected[i]) for i in idx], device=device)
+        return PairBatch(idx, self.all_gids[idx], ref_c, ref_r, c_len, r_len)
+
+    def coefficients(self, group_ids: torch.Tensor) -> Callable[[torch.Tensor | None], torch.Tensor]:
+        """update_pairs' ``coefficients``: the variant's c_i; for gr_* first the mirror-descent step of alpha from
+        the batch's per-group losses (the paper's N/N_g scaling), then the mixed weights."""
+        from engine.algorithms.group_robust import group_losses, mixed_weights, paper_scale, update_group_weights
+
+        k, cfg, counts_all = self.t.k, self.cfg, self.dataset_counts
+
+        def coefficients(values: torch.Tensor | None) -> torch.Tensor:
+            if self.variant != "gr":
+                return pair_coefficients(self.variant, group_ids, k, dataset_counts=counts_all,
+                                         sampling=cfg.group_sampling)
+            group_loss_before, counts = group_losses(values, group_ids, k)
+            self.t.alpha = update_group_weights(self.t.alpha, group_loss_before, cfg.eta, chi=cfg.chi,
+                                                scale=paper_scale(counts_all) * counts, present=counts > 0)
+            return pair_coefficients("gr", group_ids, k, dataset_counts=counts_all,
+                                     mixed=mixed_weights(self.t.alpha, cfg.chi))
+
+        return coefficients
+
+    def log(self, batch: PairBatch, upd: PairUpdate, lr: float) -> StepLog:
+        """The step's metrics and per-group rows (count, weight, loss, accuracy, margin)."""
+        from engine.algorithms.group_robust import group_losses
+        from engine.algorithms.preference import implicit_rewards, preference_margin
+
+        k, group_ids, pol_c, pol_r = self.t.k, batch.group_ids, upd.policy_chosen, upd.policy_rejected
+        rc, rr = batch.ref_chosen.float().cpu(), batch.ref_rejected.float().cpu()
+        margin = preference_margin(pol_c, pol_r, rc, rr)  # (B,)
+        correct = (margin > 0).float()
+        g_loss, counts = group_losses(upd.losses, group_ids, k)
+        g_acc, _ = group_losses(correct, group_ids, k)
+        g_margin, _ = group_losses(margin, group_ids, k)
+        present = counts > 0
+        ch_reward, rj_reward = implicit_rewards(pol_c, pol_r, rc, rr, self.cfg.beta)
+        # IS logs what its weighting does: each group's share of this step's objective (1/K in expectation)
+        weights = (self.t.alpha if self.variant == "gr" else
+                   group_shares(upd.coeffs, group_ids, k) if self.variant == "is" else None)
+        metrics: dict[str, float] = {
+            mk.LOSS: upd.loss, mk.LOSS_MEAN: float(upd.losses.mean()),
+            mk.LOSS_WORST_GROUP: float(g_loss[present].max()),
+            mk.ACCURACY: float(correct.mean()), mk.ACCURACY_MIN_GROUP: float(g_acc[present].min()),
+            mk.MARGIN_MEAN: float(margin.mean()), "reward/chosen": float(ch_reward.mean()),
+            "reward/rejected": float(rj_reward.mean()), "logp/chosen": float(pol_c.mean()),
+            "logp/rejected": float(pol_r.mean()), mk.GRAD_NORM: upd.grad_norm, mk.LR: lr,
+            mk.MEMORY_PEAK_MB: peak_memory_mb(self.t.device),
+        }
+        groups = []
+        for g, i in self.t.gid.items():
+            if weights is not None:
+                metrics[mk.group_weight(g)] = float(weights[i])
+            if not present[i] and weights is None:
+                continue
+            on = bool(present[i])
+            groups.append({"group": g, mk.GROUP_COUNT: int(counts[i]),
+                           mk.GROUP_WEIGHT: float(weights[i]) if weights is not None else None,
+                           mk.GROUP_LOSS: float(g_loss[i]) if on else None,
+                           mk.GROUP_ACCURACY: float(g_acc[i]) if on else None,
+                           "margin": float(g_margin[i]) if on else None})
+        return StepLog(metrics, groups)
+
+
+class HeldoutPairs:
+    """The held-out evaluations of a preference run: pair accuracy, margin and loss per group (cheap, every
+    evaluation) and, where the dataset's answers are text the bias reward can judge, the bias reward of greedy
+    answers (the reward model and an HF sampler loaded at the first evaluation that needs them)."""
+
+    def __init__(self, cfg: Any, policy: Any, pairs_per_mb: int):
+        self.cfg, self.policy, self.pairs_per_mb = cfg, policy, pairs_per_mb
+        self.pairs = _heldout_pairs(cfg)
+        self.tok = tokenize_pairs(policy.tokenizer, self.pairs, cfg.max_length) if self.pairs else None
+        self.ref = ReferenceCache(len(self.pairs), "eval")
+        if self.pairs:
+            self.ref.fill(policy, self.tok, list(range(len(self.pairs))), pairs_per_mb)
+        self.heldout = HeldoutSet([p.prompt for p in self.pairs], [p.group for p in self.pairs],
+                                  f"{cfg.dataset}:eval:{len(self.pairs)}")
+        self.sampler: Any = None
+        self.reward: Any = None  # None: not loaded yet; False: unavailable
+
+    def close(self) -> None:
+        if self.sampler is not None:
+            self.sampler.close()
+        if self.reward:
+            self.reward.close()
+
+    def evaluate(self, ctx: RunContext, step: int) -> dict[str, float]:
         """Held-out evaluations when due, recorded in the evaluations table; returns the val/* step metrics
         (empty without the bias reward model)."""
-        nonlocal sampler, reward
-        if not eval_due(step, cfg) or not heldout_pairs:
+        from engine.data.registry import DATASETS
+
+        cfg = self.cfg
+        if not eval_due(step, cfg) or not self.pairs:
             return {}
-        ctx.record_evaluation("heldout_preference", _heldout_preference(cfg, policy, held_tok, held_ref,
-                                                                        heldout_pairs, pairs_per_mb),
-                              model=cfg.model, dataset_version=heldout.dataset_version, step=step)
+        ctx.record_evaluation("heldout_preference", _heldout_preference(cfg, self.policy, self.tok, self.ref,
+                                                                        self.pairs, self.pairs_per_mb),
+                              model=cfg.model, dataset_version=self.heldout.dataset_version, step=step)
         if not DATASETS[cfg.dataset].heldout_reward:
             return {}  # the bias reward says nothing about these answers (option letters)
-        if reward is None:
-            from engine.rewards.base import build_reward
-            from engine.sampling.base import make_sampler
-
-            try:
-                reward = build_reward(EVAL_REWARD, device=device)
-            except (FileNotFoundError, ModuleNotFoundError) as exc:
-                # The pair metrics above are this run's own progress measure; the bias-reward view is an extra
-                # that needs the reward model installed. Say so once, on the run's event log, and go on.
-                ctx.event(f"held-out bias reward skipped: {exc}", level="warning")
-                reward = False
-            # HF generate samples from the live policy: no weight sync between updates, and preference runs
-            # generate only at evaluations, where vLLM's start-up would dominate.
-            sampler = make_sampler("hf", policy.model_path, policy) if reward else None
-        if not reward:
+        if self.reward is None:
+            self._load_reward(ctx)
+        if not self.reward:
             return {}
-        metrics = heldout_reward_eval(policy, sampler, reward, heldout, max_new_tokens=EVAL_MAX_NEW_TOKENS,
-                                      micro_batch_size=cfg.micro_batch_size)
-        record_heldout(ctx, step, metrics, heldout)
-        return heldout_val_metrics(metrics, heldout)
+        metrics = heldout_reward_eval(self.policy, self.sampler, self.reward, self.heldout,
+                                      max_new_tokens=EVAL_MAX_NEW_TOKENS, micro_batch_size=cfg.micro_batch_size)
+        record_heldout(ctx, step, metrics, self.heldout)
+        return heldout_val_metrics(metrics, self.heldout)
 
-    def save(step: int) -> None:
-        ref_cache.save(cache_path)
-        save_train_state(ctx, step, policy, optimizer, scheduler,
-                         extra={"group_weights": GroupWeightState.from_tensor(alpha).to_dict()})
+    def _load_reward(self, ctx: RunContext) -> None:
+        from engine.rewards.base import build_reward
+        from engine.sampling.base import make_sampler
 
+        try:
+            self.reward = build_reward(EVAL_REWARD, device=self.policy.device)
+        except (FileNotFoundError, ModuleNotFoundError) as exc:
+            # The pair metrics are this run's own progress measure; the bias-reward view is an extra that needs
+            # the reward model installed. Say so once, on the run's event log, and go on.
+            ctx.event(f"held-out bias reward skipped: {exc}", level="warning")
+            self.reward = False
+        # HF generate samples from the live policy: no weight sync between updates, and preference runs generate
+        # only at evaluations, where vLLM's start-up would dominate.
+        self.sampler = make_sampler("hf", self.policy.model_path, self.policy) if self.reward else None
+
+
+def execute(ctx: RunContext) -> None:
+    run = PreferenceRun(ctx)
     try:
-        if start == 0:
-            val = evaluate(0)
-            if val:
-                ctx.log_step(0, val)  # the before-training point of the held-out curves
-        for step in range(start + 1, cfg.max_steps + 1):
-            timer = PhaseTimer(device)
-            reset_peak_memory(device)
-            with timer.phase("step"):
-                idx = schedule.indices(step)
-                b = len(idx)
-                group_ids = all_gids[idx]  # (B,)
-                with timer.phase("reference"):
-                    ref_cache.fill(policy, tok, idx, pairs_per_mb)
-                ref_c, ref_r = ref_cache.get(idx, device)  # (B,), (B,)
-                c_len = torch.tensor([len(tok.chosen[i]) for i in idx], device=device)
-                r_len = torch.tensor([len(tok.rejected[i]) for i in idx], device=device)
-                pair_batch = PairBatch(idx, group_ids, ref_c, ref_r, c_len, r_len)
-
-                def coefficients(values: torch.Tensor | None) -> torch.Tensor:
-                    nonlocal alpha
-                    if variant != "gr":
-                        return pair_coefficients(variant, group_ids, k, dataset_counts=dataset_counts,
-                                                 sampling=cfg.group_sampling)
-                    group_loss_before, counts = group_losses(values, group_ids, k)
-                    alpha = update_group_weights(alpha, group_loss_before, cfg.eta, chi=cfg.chi,
-                                                 scale=paper_scale(dataset_counts) * counts, present=counts > 0)
-                    return pair_coefficients("gr", group_ids, k, dataset_counts=dataset_counts,
-                                             mixed=mixed_weights(alpha, cfg.chi))
-
-                upd = update_pairs(cfg, policy.model, params, optimizer, tok, pair_batch, coefficients=coefficients,
-                                   needs_losses=variant == "gr", pad_id=pad_id, device=device,
-                                   pairs_per_mb=pairs_per_mb, max_grad_norm=cfg.max_grad_norm, timer=timer)
-                lr = scheduler.get_last_lr()[0]
-                scheduler.step()
-            pol_c, pol_r, losses, coeffs = upd.policy_chosen, upd.policy_rejected, upd.losses, upd.coeffs
-            grad_norm, loss_value = upd.grad_norm, upd.loss
-
-            rc, rr = ref_c.float().cpu(), ref_r.float().cpu()
-            margin = preference_margin(pol_c, pol_r, rc, rr)  # (B,)
-            correct = (margin > 0).float()
-            g_loss, counts = group_losses(losses, group_ids, k)
-            g_acc, _ = group_losses(correct, group_ids, k)
-            g_margin, _ = group_losses(margin, group_ids, k)
-            present = counts > 0
-            ch_reward, rj_reward = implicit_rewards(pol_c, pol_r, rc, rr, cfg.beta)
-            # IS logs what its weighting does: each group's share of this step's objective (1/K in expectation)
-            weights = alpha if variant == "gr" else group_shares(coeffs, group_ids, k) if variant == "is" else None
-            metrics: dict[str, float] = {
-                mk.LOSS: loss_value,
-                mk.LOSS_MEAN: float(losses.mean()),
-                mk.LOSS_WORST_GROUP: float(g_loss[present].max()),
-                mk.ACCURACY: float(correct.mean()),
-                mk.ACCURACY_MIN_GROUP: float(g_acc[present].min()),
-                mk.MARGIN_MEAN: float(margin.mean()),
-                "reward/chosen": float(ch_reward.mean()),
-                "reward/rejected": float(rj_reward.mean()),
-                "logp/chosen": float(pol_c.mean()),
-                "logp/rejected": float(pol_r.mean()),
-                mk.GRAD_NORM: grad_norm,
-                mk.LR: lr,
-                mk.MEMORY_PEAK_MB: peak_memory_mb(device),
-            }
-            metrics.update(timer.metrics())
-            n_tokens = sum(len(tok.prompt[i]) * 2 + len(tok.chosen[i]) + len(tok.rejected[i]) for i in idx)
-            metrics[mk.TOKENS_PER_S] = n_tokens / timer.times["step"]
-            groups = []
-            for g, i in gid.items():
-                if weights is not None:
-                    metrics[mk.group_weight(g)] = float(weights[i])
-                if not present[i] and weights is None:
-                    continue
-                row = {"group": g, mk.GROUP_COUNT: int(counts[i]),
-                       mk.GROUP_WEIGHT: float(weights[i]) if weights is not None else None,
-                       mk.GROUP_LOSS: float(g_loss[i]) if present[i] else None,
-                       mk.GROUP_ACCURACY: float(g_acc[i]) if present[i] else None,
-                       "margin": float(g_margin[i]) if present[i] else None}
-                groups.append(row)
-            # evaluated before the step is logged, so its val/* metrics go into the step's one transaction
-            metrics.update(evaluate(step))
-            ctx.log_step(step, metrics, groups)
-            saved = ctx.checkpoint_due(step)
-            if saved:
-                save(step)
-            if ctx.should_stop():
-                if not saved:
-                    save(step)
-                return
+        run_steps(ctx, run.t.start, run.step, evaluate=run.evaluate, save=run.save)
     finally:
-        if sampler is not None:
-            sampler.close()
-        if reward:
-            reward.close()
+        run.close()
 
 
 def _heldout_preference(cfg: Any, policy: Any, tok: TokenizedPairs, ref: ReferenceCache, pairs: list[Any],
