@@ -27,7 +27,7 @@ STEP_KEYS = {"reward/mean", "reward/std", "reward/worst_group", "kl", "entropy",
 # ------------------------------------------------------------------------------------------ pure pieces
 
 def test_batch_schedule_is_a_function_of_seed_and_step_and_balanced():
-    from engine.runs.train_common import BatchSchedule
+    from engine.runs.schedule import BatchSchedule
 
     groups = ["a"] * 10 + ["b"] * 3 + ["c"] * 5
     s1 = BatchSchedule(groups, 6, seed=3, mode="balanced")
@@ -56,7 +56,7 @@ def test_update_policy_micro_batched_equals_full_batch_grpo_loss(tiny_model_dir)
     from engine.algorithms.grpo import grpo_loss
     from engine.models.loading import load_policy
     from engine.runs.grpo import TrainBatch, sequence_coefficients, update_policy
-    from engine.runs.train_common import forward_logprobs, padded_rows
+    from engine.models.forward import forward_logprobs, padded_rows
 
     torch.manual_seed(0)
     pol = load_policy(str(tiny_model_dir), device="cpu", need_reference=False)
@@ -177,6 +177,9 @@ def test_grpo_run_in_process_writes_every_metric(store, tiny_model_dir):
     assert evals[0][2]["kl"] == pytest.approx(0.0, abs=1e-6)  # before training the policy IS the reference
     assert evals[1][2]["kl"] > 0
     assert {"reward/age", "reward/disability"} <= set(evals[0][2])  # per group (2 prompts: the first 2 groups)
+    # stored with the per-prompt outcomes and the answers, so step 0 and the last step pair item by item
+    assert all(ev["items"]["n"] == 2 and len(ev["answers"]) == 2 for _, _, ev in evals)
+    assert evals[0][2]["items"]["key_digest"] == evals[1][2]["items"]["key_digest"]
     for (_, step, ev) in evals:  # the held-out metrics of each evaluation are also that step's metrics
         m = metrics_by_step(store, rid)[step]
         assert m["val/avg_reward"] == pytest.approx(ev["reward/mean"])
