@@ -327,6 +327,31 @@ def _by_section(fields: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, 
     return sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order)))
 
 
+def _rows(fields: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Two fields a row, in order; a pair such as model_a / model_b always shares a row, A on the left."""
+    rows: list[list[dict[str, Any]]] = []
+    row: list[dict[str, Any]] = []
+    names = {f["name"] for f in fields}
+    for f in fields:
+        pair_start = f["name"].endswith("_a") and f["name"][:-2] + "_b" in names
+        if row and (len(row) == 2 or pair_start):
+            rows.append(row)
+            row = []
+        row.append(f)
+    if row:
+        rows.append(row)
+    return rows
+
+
+def _render_rows(algorithm: str, fields: list[dict[str, Any]], problems: Mapping[str, str],
+                 kw: dict[str, Any]) -> None:
+    for row in _rows(fields):
+        cols = st.columns(2)
+        for col, f in zip(cols, row):
+            with col:
+                render_field(algorithm, f, problems, **kw)
+
+
 def render_form(algorithm: str, problems: Mapping[str, str], *, dataset_choices: list[str] | None = None,
                 run_choices: list[tuple[int, str, int]] | None = None, skip: tuple[str, ...] = ()) -> None:
     """Basic fields by section, then the advanced ones in an expander. Problems show under their field."""
@@ -338,18 +363,12 @@ def render_form(algorithm: str, problems: Mapping[str, str], *, dataset_choices:
     for section, fs in _by_section(basic):
         if section != "basic":
             st.markdown(f"**{section.capitalize()}**")
-        cols = st.columns(2)
-        for i, f in enumerate(fs):
-            with cols[i % 2]:
-                render_field(algorithm, f, problems, **kw)
+        _render_rows(algorithm, fs, problems, kw)
     bad_advanced = any(field_problem(problems, f["name"]) for f in advanced)
     with st.expander("Advanced settings", expanded=bad_advanced):
         for section, fs in _by_section(advanced):
             st.markdown(f"**{_section_title(section)}**")
-            cols = st.columns(2)
-            for i, f in enumerate(fs):
-                with cols[i % 2]:
-                    render_field(algorithm, f, problems, **kw)
+            _render_rows(algorithm, fs, problems, kw)
     known = {f["name"] for f in _fields(algorithm)} | {"algorithm", "config"}
     for k, v in problems.items():  # problems no field shows (e.g. a preset with a removed setting)
         if k.split(".", 1)[0] not in known:

@@ -15,22 +15,28 @@ def test_empty_state(store):
     assert "No comparisons yet" in texts(at)
 
 
-def test_side_by_side_columns_and_group_summary(store):
+def test_side_by_side_columns_and_group_summary(store, tmp_path):
+    trained = seed_synthetic(store, steps=5)  # run:1, the comparison's model B, with a checkpoint at step 5
+    record_checkpoint(store, trained, 5, str(tmp_path))
     cid = seed_comparison(store)
     at = open_page("views/compare.py")
     assert not at.exception
     assert at.selectbox(key="cmp.job").value == cid
     summary = next(d.value for d in at.dataframe if "B - A" in d.value.columns)
-    assert list(summary["group"]) == ["gender", "race"]
-    assert list(summary["prompts"]) == [2, 1]
+    # per group, then all groups and each model's worst group (issue 18 item 7)
+    assert list(summary["group"]) == ["gender", "race", "all groups", "worst group (A: gender, B: gender)"]
+    assert list(summary["prompts"])[:3] == [2, 1, 3]
     assert all(abs(x - 0.5) < 1e-9 for x in summary["B - A"])
+    assert list(summary["B scored higher"]) == ["2 of 2", "1 of 1", "3 of 3", ""]  # counts say of how many
+    assert any("Only one prompt in 1 group(s) (race)" in w.value for w in at.warning)
     shown = [t.value for t in at.text]
     assert {"answer-a-0", "answer-b-0", "answer-a-1", "answer-b-1", "answer-a-2", "answer-b-2"} <= set(shown)
     captions = [shown_text(c.value) for c in at.caption]  # model names arrive escaped: compare what is shown
     assert any(c.startswith("A: embedded:smollm2-135m-instruct") and "0.25" in c for c in captions)
-    assert any(c.startswith("B: run:1") and "+0.500" in c for c in captions)
+    # a run reference reads as the run and its checkpoint step, not "run:1"
+    assert any(c.startswith("B: run #1 synth (step 5)") and "+0.500" in c for c in captions)
     bars = chart_specs(at)["Mean bias reward per group (higher = less biased)"]
-    assert [t["name"] for t in bars["data"]] == ["A: embedded:smollm2-135m-instruct", "B: run:1"]
+    assert [t["name"] for t in bars["data"]] == ["A: embedded:smollm2-135m-instruct", "B: run #1 synth (step 5)"]
     at.multiselect(key=f"cmp.groups.{cid}").set_value(["race"]).run()
     assert "answer-a-0" not in [t.value for t in at.text]
 
@@ -104,3 +110,41 @@ def test_evaluation_intervals_and_marked_paired_changes(store):
     assert top["metric"] == "stereotype_score" and top["marked"] == "✱" and top["high"] < 0
     assert abs(top["McNemar p"] - 2 * 0.5 ** 20) < 1e-9  # 20 discordant pairs, all one way
     assert "items" not in next(d.value for d in at.dataframe if "dataset" in d.value.columns).columns
+
+
+def test_comparison_form_puts_model_a_left_of_model_b(store):
+    at = open_page("views/compare.py")
+    radios = [r.label for r in at.radio]
+    assert radios.index("Model A") < radios.index("Model B")
+    from app.forms import _fields, _rows
+
+    rows = [[f["name"] for f in r] for r in _rows([f for f in _fields("compare") if not f["advanced"]])]
+    assert ["model_a", "model_b"] in rows  # one row: A on the left, B on the right
+
+
+def test_a_running_comparison_says_what_the_engine_is_doing(store):
+    from db.queue import add_event, claim_next_run
+    from engine.config import parse_config
+    from engine.submission import submit_run
+
+    cid = submit_run(store, parse_config({"algorithm": "compare", "name": "slow"}))
+    claim_next_run(store, "w")
+    with store.write() as s:
+        add_event(s, cid, "model A (embedded:smollm2-135m-instruct): answering 24 prompts")
+    at = open_page("views/compare.py")
+    assert not at.exception
+    info = " ".join(i.value for i in at.info)
+    assert "Generating and scoring answers" in info and "answering 24 prompts" in info.replace("\\", "")
+
+
+def test_a_comparison_jobs_run_page_calls_its_group_rows_differences(store):
+    from tests.app_helpers import seed_comparison as seed
+    from db.writes import write_step
+
+    cid = seed(store)
+    write_step(store, cid, 1, {"compare/reward_a": 0.25, "compare/reward_b": 0.75, "compare/diff": 0.5},
+               [{"group": "gender", "reward_mean": 0.5, "count": 2}])
+    at = open_page("views/run.py")
+    at.selectbox(key="run.select").set_value(cid).run()
+    specs = chart_specs(at)
+    assert "Reward difference per group (B - A)" in specs and "Reward per group (mean ± std)" not in specs

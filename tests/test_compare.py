@@ -42,6 +42,12 @@ def test_run_comparison_pairs_each_side_with_its_model():
         ("a", cfg.model_a, "/path/a:hello", 13.0), ("a", cfg.model_a, "/path/a:world!", 14.0),
         ("b", "run:4", "/path/b:hello", 13.0), ("b", "run:4", "/path/b:world!", 14.0)]
     assert run_comparison(cfg, prompts, {}, generate=None, score=None, should_stop=lambda: True) is None
+    said: list[str] = []  # the run's event log hears each phase: minutes of generation are not silent
+    run_comparison(cfg, prompts, {"a": "/path/a", "b": "/path/b"}, generate=lambda path, ps, c: list(ps),
+                   score=lambda ps, cs: [0.0] * len(cs), on_phase=said.append)
+    assert said == ["model A (embedded:smollm2-135m-instruct): answering 2 prompts",
+                    f"model A (embedded:smollm2-135m-instruct): scoring its answers with {cfg.reward}",
+                    "model B (run:4): answering 2 prompts", f"model B (run:4): scoring its answers with {cfg.reward}"]
 
 
 def test_compare_job_end_to_end_with_tiny_models(store, tiny_model_dir):

@@ -9,10 +9,12 @@ from app import charts, eval_launcher, eval_view, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
-from app.widgets import engine_banner, fmt_value, plain, status_badge
-from db.queue import get_run
-from db.reads import (common_metric_keys, comparison, comparison_summary, evaluations, overlay_series,
-                      runs_by_algorithm, runs_with_checkpoints)
+from app.labels import metric_label
+from app.widgets import engine_banner, fmt_duration, fmt_value, plain, status_badge
+from db.models import utcnow
+from db.queue import CLAIMED_EVENT, QueueError, get_run
+from db.reads import (checkpoints, common_metric_keys, comparison, comparison_summary, evaluations, overlay_series,
+                      run_events, runs_by_algorithm, runs_with_checkpoints)
 from engine.config import TRAINING_ALGORITHMS
 
 # Every page checks access itself, so a page opened by its address never skips the password.
@@ -34,6 +36,57 @@ def _on_submit() -> None:
     if run_id is not None:
         ss[JOB_KEY] = run_id
         flash(f"Comparison #{run_id} queued: the engine generates both models' answers and scores them.")
+
+
+def model_label(store, model: str, at) -> str:  # type: ignore[no-untyped-def]
+    """What a comparison's model was: "run:2" as the run's number, name and the checkpoint step it used (its
+    latest checkpoint when the job started); other models as they were given."""
+    rid = model[4:] if model.startswith("run:") else ""
+    if not rid.isdigit():
+        return model
+    try:
+        run = get_run(store, int(rid))
+    except QueueError:
+        return f"{model} (deleted)"
+    steps = [c.step for c in checkpoints(store, run.id) if at is None or c.created_at <= at]
+    return f"run #{run.id} {run.name}" + (f" (step {max(steps)})" if steps else "")
+
+
+def summary_rows(summary, label_a: str, label_b: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Per group, then all groups together and each model's worst group."""
+    def row(group: str, n: object, a: float | None, b: float | None, higher: str) -> dict:
+        return {"group": group, "prompts": n, f"A: {label_a}": a, f"B: {label_b}": b,
+                "B - A": None if a is None or b is None else b - a, "B scored higher": higher}
+
+    out = [row(s.group, s.n, s.mean_a, s.mean_b, f"{s.b_better} of {s.n}") for s in summary]
+    total = sum(s.n for s in summary)
+    weighted = [(s.mean_a, s.mean_b, s.n) for s in summary]
+    mean_a = _weighted([(a, n) for a, _, n in weighted])
+    mean_b = _weighted([(b, n) for _, b, n in weighted])
+    out.append(row("all groups", total, mean_a, mean_b, f"{sum(s.b_better for s in summary)} of {total}"))
+    worst_a = min((s for s in summary if s.mean_a is not None), key=lambda s: s.mean_a, default=None)
+    worst_b = min((s for s in summary if s.mean_b is not None), key=lambda s: s.mean_b, default=None)
+    if worst_a is not None and worst_b is not None:
+        out.append(row(f"worst group (A: {worst_a.group}, B: {worst_b.group})", None, worst_a.mean_a, worst_b.mean_b,
+                       ""))
+    return out
+
+
+def _weighted(pairs: list[tuple[float | None, int]]) -> float | None:
+    got = [(v, n) for v, n in pairs if v is not None and n]
+    return sum(v * n for v, n in got) / sum(n for _, n in got) if got else None
+
+
+def _progress(job) -> None:  # type: ignore[no-untyped-def]
+    """While the engine generates (minutes on a CPU): how long it has been at it and what it is doing."""
+    evs = run_events(store, job.id, limit=20)
+    doing = next((e.message for e in evs if not e.message.startswith(("queued", CLAIMED_EVENT))), None)
+    if job.status.value == "queued":
+        st.info("Waiting for the engine to take the comparison.", icon=":material/hourglass_empty:")
+        return
+    since = fmt_duration((utcnow() - job.started_at).total_seconds()) if job.started_at else "-"
+    st.info(f"Generating and scoring answers ({since} so far)" + (f": {plain(doing)}" if doing else "."),
+            icon=":material/hourglass_top:")
 
 
 tab_cmp, tab_overlay, tab_eval = st.tabs(["Side by side", "Overlay runs", "Evaluations"])
@@ -70,24 +123,36 @@ with tab_cmp:
         @st.fragment(run_every=2.0 if job_active else None)
         def results() -> None:
             job = get_run(store, job_id)
-            if job_active and job.status.finished:
-                st.rerun()
+            if job.status != by_id[job_id].status:
+                st.rerun()  # claimed or ended: redraw the page, so the picker's "(status)" says so too
             rows = comparison(store, job_id)
             st.markdown(f"Status: {status_badge(job.status.value)}"
                         + (f" · {plain(job.error, multiline=True)}" if job.error else ""))
             if not rows:
-                st.info("Generating answers..." if job_active else "This comparison produced no answers.",
-                        icon=":material/hourglass_empty:")
+                if job_active:
+                    _progress(job)
+                else:
+                    st.info("This comparison produced no answers.", icon=":material/hourglass_empty:")
                 return
-            label_a, label_b = rows[0].model_a or "A", rows[0].model_b or "B"
+            label_a = model_label(store, rows[0].model_a or "A", job.started_at)
+            label_b = model_label(store, rows[0].model_b or "B", job.started_at)
             summary = comparison_summary(rows)
             st.subheader("Summary per group")
-            st.dataframe(pd.DataFrame([{"group": s.group, "prompts": s.n, f"A: {label_a}": s.mean_a,
-                                        f"B: {label_b}": s.mean_b, "B - A": s.mean_diff, "B better": s.b_better}
-                                       for s in summary]), hide_index=True, width="stretch", key="cmp.summary",
+            st.dataframe(pd.DataFrame(summary_rows(summary, label_a, label_b)), hide_index=True, width="stretch",
+                         key="cmp.summary",
                          column_config={f"A: {label_a}": st.column_config.NumberColumn(format="%.3f"),
                                         f"B: {label_b}": st.column_config.NumberColumn(format="%.3f"),
-                                        "B - A": st.column_config.NumberColumn(format="%+.3f")})
+                                        "B - A": st.column_config.NumberColumn(format="%+.3f"),
+                                        "B scored higher": st.column_config.TextColumn(
+                                            help="Prompts of the group on which B's answer got the higher bias "
+                                                 "reward (less biased), of the group's prompts.")})
+            st.caption("Mean bias reward of each model's answers (higher = less biased). The worst group is each "
+                       "model's lowest group mean, so the two may be different groups.")
+            single = [s.group for s in summary if s.n < 2]
+            if single:
+                st.warning(f"Only one prompt in {len(single)} group(s) ({plain(', '.join(single))}): their means are "
+                           "single answers, too few to compare groups. Raise Num prompts for a few per group.",
+                           icon=":material/warning:")
             st.plotly_chart(charts.comparison_bar_figure([s.group for s in summary], [s.mean_a for s in summary],
                                                          [s.mean_b for s in summary], f"A: {label_a}",
                                                          f"B: {label_b}"), key="cmp.bars")
@@ -123,7 +188,7 @@ with tab_overlay:
         elif not keys:
             st.info("These runs have no metric in common: pick runs of the same algorithm family.")
         else:
-            key = st.selectbox("Metric", keys, key="cmp.overlay_key")
+            key = st.selectbox("Metric", keys, key="cmp.overlay_key", format_func=metric_label)
             series = overlay_series(store, picked, key)
             st.plotly_chart(charts.overlay_figure(key, {names[rid]: s for rid, s in series.items()}),
                             key="cmp.overlay_chart")

@@ -79,16 +79,20 @@ def generate_answers(model_path: str, prompts: list[str], cfg: CompareConfig) ->
 def run_comparison(cfg: CompareConfig, prompts: Sequence[Any], model_paths: dict[str, str],
                    generate: Callable[[str, list[str], CompareConfig], list[str]],
                    score: Callable[[list[str], list[str]], list[float]],
-                   should_stop: Callable[[], bool] = lambda: False) -> list[CompareRow] | None:
-    """Generate with both models and score; None when stopped between the two models."""
+                   should_stop: Callable[[], bool] = lambda: False,
+                   on_phase: Callable[[str], None] = lambda message: None) -> list[CompareRow] | None:
+    """Generate with both models and score; None when stopped between the two models. ``on_phase`` hears what
+    is being done (the run's event log: generation takes minutes on a CPU)."""
     texts = [p.prompt for p in prompts]
     rows: list[CompareRow] = []
     for side, label in (("a", cfg.model_a), ("b", cfg.model_b)):
         if should_stop():
             return None
+        on_phase(f"model {side.upper()} ({label}): answering {len(texts)} prompts")
         answers = generate(model_paths[side], texts, cfg)
         if len(answers) != len(texts):
             raise RuntimeError(f"model {label} returned {len(answers)} answers for {len(texts)} prompts")
+        on_phase(f"model {side.upper()} ({label}): scoring its answers with {cfg.reward}")
         rewards = score(texts, answers)
         rows += [CompareRow(i, p.group, p.prompt, side, label, ans, float(r))
                  for i, (p, ans, r) in enumerate(zip(prompts, answers, rewards))]
@@ -105,14 +109,17 @@ def execute(ctx: RunContext) -> None:
     prompts = held_out_prompts(cfg.dataset, cfg.num_prompts, cfg.seed)
     if not prompts:
         raise ValueError(f"dataset {cfg.dataset!r} has no held-out prompts: choose another prompt set")
-    paths = {"a": resolve_model_ref(ctx.store, cfg.model_a).path, "b": resolve_model_ref(ctx.store, cfg.model_b).path}
-    ctx.event(f"comparing {cfg.model_a} and {cfg.model_b} on {len(prompts)} prompts of {cfg.dataset}")
+    refs = {"a": resolve_model_ref(ctx.store, cfg.model_a), "b": resolve_model_ref(ctx.store, cfg.model_b)}
+    paths = {side: ref.path for side, ref in refs.items()}
+    shown = {side: ref.label + (f" (checkpoint of step {ref.step})" if ref.step is not None else "")
+             for side, ref in refs.items()}
+    ctx.event(f"comparing A: {shown['a']} and B: {shown['b']} on {len(prompts)} prompts of {cfg.dataset}")
     from engine.models.loading import resolve_device
 
     reward = build_reward([{"name": cfg.reward}], device=resolve_device("auto"))
     try:
         rows = run_comparison(cfg, prompts, paths, generate_answers, lambda p, c: reward(p, c).total,
-                              ctx.should_stop)
+                              ctx.should_stop, on_phase=ctx.event)
     finally:
         reward.close()
     if rows is None:
