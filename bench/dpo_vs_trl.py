@@ -123,7 +123,7 @@ def dpo_guard(model_path: str, device: str, *, seed: int = 0, pairs: int = 4, mi
     from engine.data.registry import load_named
     from engine.models.loading import load_policy
     from engine.runs.preference import PairBatch, pair_coefficients, summed_logprobs, tokenize_pairs, update_pairs
-    from engine.runs.train_common import micro_batches
+    from engine.models.forward import micro_batches
 
     on_gpu = device.startswith("cuda")
     rtol = 2e-2 if on_gpu else 1e-4
@@ -206,7 +206,7 @@ def _studio_config(a: argparse.Namespace, model_path: str, algorithm: str) -> An
 def _step_pairs(cfg: Any) -> list[Any]:
     """The pairs the studio's steps 1..max_steps draw, in order (the same schedule as engine.runs.preference)."""
     from engine.data.registry import load_named
-    from engine.runs.train_common import BatchSchedule
+    from engine.runs.schedule import BatchSchedule
 
     train = load_named(cfg.dataset, "train", seed=cfg.seed, path=cfg.dataset_path)
     schedule = BatchSchedule([p.group for p in train], cfg.batch_size, cfg.seed, cfg.group_sampling)

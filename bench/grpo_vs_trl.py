@@ -164,7 +164,7 @@ def grpo_guard(model_path: str, device: str, *, seed: int = 0, prompts: int = 2,
     from engine.algorithms.grpo import group_advantages
     from engine.models.loading import load_policy
     from engine.runs.grpo import TrainBatch, sequence_coefficients, update_policy
-    from engine.runs.train_common import forward_logprobs, micro_batches, padded_rows
+    from engine.models.forward import forward_logprobs, micro_batches, padded_rows
 
     on_gpu = device.startswith("cuda")
     rtol = 2e-2 if on_gpu else 1e-4  # bf16 autocast on the GPU; float32 on the CPU
@@ -285,7 +285,7 @@ def _studio_config(a: argparse.Namespace, model_path: str) -> Any:
 def _step_prompts(cfg: Any) -> list[str]:
     """The prompts the studio's step 1..max_steps will draw, in order (engine.runs.grpo uses the same schedule)."""
     from engine.data.registry import load_named
-    from engine.runs.train_common import BatchSchedule
+    from engine.runs.schedule import BatchSchedule
 
     train = load_named(cfg.dataset, "train", seed=cfg.seed, path=cfg.dataset_path)
     schedule = BatchSchedule([r.group for r in train], cfg.prompts_per_step, cfg.seed, cfg.group_sampling)
@@ -363,7 +363,7 @@ def layout_ab(model_path: str, device: str, *, prompts: list[str], completion_le
     import torch
 
     from engine.models.loading import load_policy
-    from engine.runs.train_common import forward_logprobs, padded_rows
+    from engine.models.forward import forward_logprobs, padded_rows
     from engine.sampling.base import apply_chat_template
 
     pol = load_policy(model_path, device=device, need_reference=False)

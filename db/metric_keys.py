@@ -67,7 +67,7 @@ MEMORY_PEAK_MB = "memory/peak_mb"
 
 
 def phase_time(phase: str) -> str:
-    """Wall time of one phase of a step (engine.runs.train_common.PhaseTimer)."""
+    """Wall time of one phase of a step (engine.runs.timing.PhaseTimer)."""
     return f"time/{phase}"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.runs.train_common import default_layout, forward_logprobs, padded_rows, supports_packing
+from engine.models.forward import default_layout, forward_logprobs, padded_rows, supports_packing
 from tests.model_fixtures import sequence_logprobs
 
 # rows of very different lengths, so the padded batch carries a lot of padding and the prompts end at
@@ -116,7 +116,7 @@ def test_families_without_packed_masks_take_aligned_rows():
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("layout", ["aligned", "packed", "shared"])
 def test_chunked_head_gives_the_same_values_entropy_and_gradients(model_type, temperature, layout):
-    from engine.runs.train_common import chunked_head_of
+    from engine.models.forward import chunked_head_of
 
     model = _tiny(model_type)
     assert chunked_head_of(model) is not None
@@ -158,7 +158,7 @@ def test_head_logprobs_small_chunks_match_a_full_log_softmax():
 
 
 def test_models_with_scaled_or_capped_logits_keep_their_own_head():
-    from engine.runs.train_common import chunked_head_of
+    from engine.models.forward import chunked_head_of
 
     model = _tiny("llama")
     model.config.final_logit_softcapping = 30.0
@@ -167,7 +167,7 @@ def test_models_with_scaled_or_capped_logits_keep_their_own_head():
 
 
 def test_shared_prompts_are_computed_once_by_default(monkeypatch):
-    import engine.runs.train_common as tc
+    import engine.models.forward as tc
 
     model = _tiny("llama")
     calls = []

@@ -27,7 +27,7 @@ STEP_KEYS = {"reward/mean", "reward/std", "reward/worst_group", "kl", "entropy",
 # ------------------------------------------------------------------------------------------ pure pieces
 
 def test_batch_schedule_is_a_function_of_seed_and_step_and_balanced():
-    from engine.runs.train_common import BatchSchedule
+    from engine.runs.schedule import BatchSchedule
 
     groups = ["a"] * 10 + ["b"] * 3 + ["c"] * 5
     s1 = BatchSchedule(groups, 6, seed=3, mode="balanced")
@@ -56,7 +56,7 @@ def test_update_policy_micro_batched_equals_full_batch_grpo_loss(tiny_model_dir)
     from engine.algorithms.grpo import grpo_loss
     from engine.models.loading import load_policy
     from engine.runs.grpo import TrainBatch, sequence_coefficients, update_policy
-    from engine.runs.train_common import forward_logprobs, padded_rows
+    from engine.models.forward import forward_logprobs, padded_rows
 
     torch.manual_seed(0)
     pol = load_policy(str(tiny_model_dir), device="cpu", need_reference=False)

@@ -154,7 +154,7 @@ def test_every_preference_variant_through_the_worker(store, db_url, tiny_model_d
     # IS logs each group's share of the step's objective: pairs weigh 1/N_g, so a group's share is n_g/N_g
     # normalised over the batch's groups (n_g: its pairs in this batch)
     from engine.data.registry import load_named
-    from engine.runs.train_common import BatchSchedule
+    from engine.runs.schedule import BatchSchedule
 
     train = load_named("bbq_pairs", "train", seed=0)
     counts: dict[str, int] = {}

@@ -42,27 +42,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from db import metric_keys as mk
+from engine.models.forward import PaddedRows, batched_logprobs_no_grad, forward_logprobs, micro_batches, padded_rows
 from engine.runs.context import RunContext
 from engine.runs.loop import StepLog, run_steps, start_training
-from engine.runs.train_common import (
-    BatchSchedule,
-    HeldoutSet,
-    PaddedRows,
-    PhaseTimer,
-    balanced_subset,
-    batched_logprobs_no_grad,
-    clip_and_step,
-    derive_seed,
-    eval_due,
-    forward_logprobs,
-    heldout_reward_eval,
-    heldout_val_metrics,
-    micro_batches,
-    padded_rows,
-    peak_memory_mb,
-    record_heldout,
-    reset_peak_memory,
-)
+from engine.runs.heldout import HeldoutSet, eval_due, heldout_reward_eval, heldout_val_metrics, record_heldout
+from engine.runs.optim import clip_and_step
+from engine.runs.schedule import BatchSchedule, balanced_subset, derive_seed
+from engine.runs.timing import PhaseTimer, peak_memory_mb, reset_peak_memory
 
 if TYPE_CHECKING:
     import torch

@@ -65,7 +65,7 @@ class Training:
     def save(self, step: int) -> None:
         """The full training state of ``step`` (weights, optimiser, schedule, RNG, group weights)."""
         from engine.algorithms.group_robust import GroupWeightState
-        from engine.runs.train_common import save_train_state
+        from engine.runs.state import save_train_state
 
         save_train_state(self.ctx, step, self.policy, self.optimizer, self.scheduler,
                          extra={"group_weights": GroupWeightState.from_tensor(self.alpha).to_dict()})
@@ -84,7 +84,8 @@ def start_training(ctx: RunContext) -> Training:
 
     from engine.algorithms.group_robust import GroupWeightState
     from engine.data.quality import load_training_rows
-    from engine.runs.train_common import load_training_policy, make_optimizer, restore_train_state
+    from engine.runs.optim import make_optimizer
+    from engine.runs.state import load_training_policy, restore_train_state
 
     cfg = ctx.config
     torch.manual_seed(cfg.seed)
