@@ -27,8 +27,8 @@ from engine.algorithms.synthetic import (
     SCRIPT_REVISIONS,
     SETTINGS,
     paper_settings,
-    run_synthetic_seeds,
 )
+from engine.runs.synthetic import run_synthetic_seeds
 
 # row -> (method, overrides of paper_settings, label). The GR-IPO rows beyond the first put the authors' code
 # (their closed form with its quirks, as the plotting scripts select: 100 steps) next to even.sh's 1000 steps

@@ -11,16 +11,14 @@ import torch
 from engine.algorithms.synthetic import (
     METHODS,
     NUM_ACTIONS,
-    StepRecord,
     SyntheticSettings,
     evaluate,
     feature_map,
     make_data,
     paper_settings,
-    run_synthetic,
-    run_synthetic_seeds,
     true_reward,
 )
+from engine.runs.synthetic import StepRecord, run_synthetic, run_synthetic_seeds
 
 SMALL = dict(n_train=60, n_val=40, n_test_states=50, steps=12)
 
@@ -102,9 +100,9 @@ def test_first_gr_dpo_step_matches_hand_computed_update():
     rec = run_synthetic(s).final
 
     # independent plain-torch version of Algorithm 1 for a log-linear policy
-    from engine.algorithms.synthetic import _initial_state
+    from engine.algorithms.synthetic import initial_state
 
-    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    th = torch.tensor(initial_state(s)["theta"], dtype=torch.float64)
     h = d.train.diff @ th  # (N,)
     loss = -torch.nn.functional.logsigmoid(s.beta * h)  # (N,)
     # d/dtheta of -log sigmoid(beta h) = -beta sigmoid(-beta h) (phi_w - phi_l)
@@ -122,9 +120,9 @@ def test_first_gr_dpo_step_matches_hand_computed_update():
 def test_first_ipo_step_is_plain_mean_gradient():
     s = _small("ipo", steps=1, solver="gradient", lr=1.0)
     d = make_data(s)
-    from engine.algorithms.synthetic import _initial_state
+    from engine.algorithms.synthetic import initial_state
 
-    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    th = torch.tensor(initial_state(s)["theta"], dtype=torch.float64)
     resid = d.train.diff @ th - 1 / (2 * s.beta)  # (N,)
     theta1 = th - s.lr * (2 * resid.unsqueeze(-1) * d.train.diff).mean(0)
     rec = run_synthetic(s).final
@@ -137,11 +135,11 @@ def test_first_is_dpo_step_is_the_authors_update():
     """group_robust_dpo_vectorised_gradfix.py with importance_sampling: theta -= lr * sum_g w_g sum_{i in g}
     grad_i / N, w_g = (1/N_g) / sum_k(1/N_k); every group gets the same total mass."""
     from engine.algorithms.group_robust import importance_group_weights
-    from engine.algorithms.synthetic import _initial_state
+    from engine.algorithms.synthetic import initial_state
 
     s = _small("is_dpo", steps=1)
     d = make_data(s)
-    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    th = torch.tensor(initial_state(s)["theta"], dtype=torch.float64)
     n = torch.bincount(d.train.group, minlength=2).double()
     assert n.tolist() == [12.0, 48.0]
     w = (1 / n) / (1 / n).sum()
@@ -204,12 +202,12 @@ def _authors_closed_form(diff, group, theta, beta, eta, steps, method, weights="
 @pytest.mark.parametrize("method,weights", [("ipo", "authors"), ("is_ipo", "authors"), ("gr_ipo", "authors"),
                                             ("gr_ipo", "paper")])
 def test_closed_form_matches_the_authors_weighted_regression(method: str, weights: str):
-    from engine.algorithms.synthetic import _initial_state
+    from engine.algorithms.synthetic import initial_state
 
     s = _small(method, steps=4, closed_form_weights=weights)
     assert s.solver == "closed_form" and s.beta == 0.1
     d = make_data(s)
-    th = torch.tensor(_initial_state(s)["theta"], dtype=torch.float64)
+    th = torch.tensor(initial_state(s)["theta"], dtype=torch.float64)
     theta, alpha = _authors_closed_form(d.train.diff, d.train.group, th, s.beta, s.eta, s.steps, method, weights)
     rec = run_synthetic(s).final
     assert rec.state["theta"] == pytest.approx(theta.tolist(), rel=1e-9)
@@ -431,3 +429,19 @@ def test_synthetic_config_defaults_are_the_authors_uneven_imbalanced_gr_dpo():
 
     assert settings_from_config(SyntheticConfig()) == paper_settings("uneven_imbalanced", "gr_dpo")
     assert SyntheticSettings() == paper_settings("uneven_imbalanced", "gr_dpo")
+
+
+def test_the_algorithms_package_is_maths_only():
+    """engine/algorithms/ (the synthetic experiment included) loads neither the store nor a runner: the driver
+    with its stop callback, clock and thread settings is engine/runs/synthetic.py."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    mods = sorted(p.stem for p in (root / "engine" / "algorithms").glob("*.py") if p.stem != "__init__")
+    code = ("import sys\n" + "".join(f"import engine.algorithms.{m}\n" for m in mods) +
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'db' or m.startswith('engine.runs')))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    assert "synthetic" in mods

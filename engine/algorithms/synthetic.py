@@ -49,16 +49,17 @@ Deviations (also in REPRODUCTION.md):
   each drawn pair w_g / B, as the authors' code with a batch smaller than the data.
 - Chi (the paper's trade-off): policy weights (1 - chi)/K + chi alpha, alpha step exp(eta chi L_g), as the code.
 
+Pure maths and data only (settings, features, data, losses, one training step, evaluation); the driver that
+loops over steps, records the metrics and polls for a stop is engine/runs/synthetic.py.
+
 torch is imported lazily so the app can import ``SyntheticSettings`` cheaply.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Callable, Literal, get_args
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from db import metric_keys as mk
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -219,24 +220,6 @@ def paper_settings(setting: str, method: str, seed: int = 0, revision: str = "he
     base["feature_type"] = "swapped"
     base.update(overrides)
     return SyntheticSettings(setting=setting, method=method, seed=seed, **base)  # type: ignore[arg-type]
-
-
-@dataclass
-class StepRecord:
-    step: int  # policy updates done so far (1-based after the first update)
-    metrics: dict[str, float]
-    groups: list[dict]  # per group: group, weight, alpha, loss (val), train_loss, reward_error, accuracy (val)
-    state: dict  # resume point: run_synthetic(settings, state=record.state) continues after this step
-
-
-@dataclass
-class SyntheticResult:
-    settings: SyntheticSettings
-    steps_done: int
-    cancelled: bool
-    final: StepRecord | None  # the last evaluated record (None only if cancelled before any step)
-    history: list[StepRecord] = field(default_factory=list)  # every evaluated record of this call
-    seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------------------------- features
@@ -441,7 +424,7 @@ class _Batch:
     train_counts: "Tensor"  # (S, K)
 
 
-def _stack_data(s: SyntheticSettings, seeds: list[int]) -> _Batch:
+def stack_data(s: SyntheticSettings, seeds: list[int]) -> _Batch:
     import torch
 
     runs = [make_data(replace(s, seed=seed)) for seed in seeds]
@@ -458,7 +441,7 @@ def _stack_data(s: SyntheticSettings, seeds: list[int]) -> _Batch:
     )
 
 
-def _initial_state(s: SyntheticSettings) -> dict:
+def initial_state(s: SyntheticSettings) -> dict:
     import torch
 
     # its own stream, so that changing the data sizes does not change the initial policy
@@ -467,7 +450,7 @@ def _initial_state(s: SyntheticSettings) -> dict:
     return {"step": 0, "theta": theta.tolist(), "alpha": [1.0 / NUM_GROUPS] * NUM_GROUPS, "settings": s.to_dict()}
 
 
-def _check_state(s: SyntheticSettings, state: dict) -> None:
+def check_state(s: SyntheticSettings, state: dict) -> None:
     missing = {"step", "theta", "alpha", "settings"} - set(state)
     if missing:
         raise ValueError(f"Resume state lacks keys {sorted(missing)}; pass a StepRecord.state from run_synthetic.")
@@ -506,7 +489,7 @@ def _batch_indices(s: SyntheticSettings, seeds: list[int], step: int, n: int) ->
     return torch.stack(rows)
 
 
-def _train_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "Tensor", fixed_w: "Tensor | None",
+def train_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "Tensor", fixed_w: "Tensor | None",
                 step: int) -> tuple["Tensor", "Tensor", "Tensor", "Tensor", "Tensor"]:
     """One policy update of S runs: theta (S, d), alpha (S, K) -> (new theta (S, d), new alpha (S, K), each
     group's share of the objective (S, K), train group losses (S, K), objective per unit mass (S,))."""
@@ -549,7 +532,7 @@ def _train_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "Tensor
 
 def _closed_form_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "Tensor", fixed_w: "Tensor | None",
                       ) -> tuple["Tensor", "Tensor", "Tensor", "Tensor", "Tensor"]:
-    """The authors' ``batch_update_closed_form`` for IPO methods, S runs at once (same returns as _train_step):
+    """The authors' ``batch_update_closed_form`` for IPO methods, S runs at once (same returns as train_step):
     theta = (D^T W D)^-1 D^T W 1 / (2 beta), the exact minimiser of sum_i W_i (theta . D_i - 1/(2 beta))^2."""
     import torch
 
@@ -576,7 +559,7 @@ def _closed_form_step(s: SyntheticSettings, b: _Batch, theta: "Tensor", alpha: "
     return new_theta, alpha, shares, g_loss, (shares * g_loss).sum(-1)
 
 
-def _evaluate(s: SyntheticSettings, b: _Batch, theta: "Tensor") -> dict[str, "Tensor"]:
+def evaluate_batch(s: SyntheticSettings, b: _Batch, theta: "Tensor") -> dict[str, "Tensor"]:
     """Per-run, per-group (S, K) validation loss and accuracy, greedy reward and reward error."""
     import torch
 
@@ -594,121 +577,11 @@ def evaluate(s: SyntheticSettings, theta: list[float] | "Tensor") -> dict[str, l
     import torch
 
     th = torch.as_tensor(theta, dtype=torch.float64).view(1, FEATURE_DIM)
-    return {k: v[0].tolist() for k, v in _evaluate(s, _stack_data(s, [s.seed]), th).items()}
-
-
-def _record(r: int, step: int, ev: dict[str, "Tensor"], weights: "Tensor", alpha: "Tensor", train_loss: "Tensor",
-            objective: "Tensor", state: dict) -> StepRecord:
-    vl, acc, err = ev["val_loss"][r].tolist(), ev["val_acc"][r].tolist(), ev["reward_error"][r].tolist()
-    tl, w, a = train_loss[r].tolist(), weights[r].tolist(), alpha[r].tolist()
-    groups = [
-        {"group": GROUP_NAMES[g], mk.GROUP_WEIGHT: w[g], "alpha": a[g], mk.GROUP_LOSS: vl[g], "train_loss": tl[g],
-         "reward_error": err[g], mk.GROUP_ACCURACY: acc[g]}
-        for g in range(NUM_GROUPS)
-    ]
-    metrics = {
-        mk.TRAIN_LOSS: float(objective[r]),
-        mk.TRAIN_WORST_GROUP_LOSS: max(tl),
-        mk.VAL_WORST_GROUP_LOSS: max(vl),
-        mk.VAL_AVG_LOSS: sum(vl) / len(vl),  # group-balanced mean
-        mk.VAL_WORST_GROUP_ACCURACY: min(acc),
-        mk.REWARD_ERROR_WORST: max(err),
-        mk.REWARD_ERROR_MEAN: sum(err) / len(err),
-    }
-    return StepRecord(step=step, metrics=metrics, groups=groups, state=state)
-
-
-def _run(
-    s: SyntheticSettings,
-    seeds: list[int],
-    states: list[dict],
-    on_step: Callable[[int, StepRecord], None] | None,
-    should_stop: Callable[[], bool],
-) -> list[SyntheticResult]:
-    import torch
-
-    from engine.algorithms.group_robust import importance_weights
-
-    t0 = time.perf_counter()
-    if len({int(st["step"]) for st in states}) != 1:
-        raise ValueError("All runs trained together must resume from the same step.")
-    b = _stack_data(s, seeds)
-    theta = torch.tensor([st["theta"] for st in states], dtype=torch.float64)  # (S, d)
-    alpha = torch.tensor([st["alpha"] for st in states], dtype=torch.float64)  # (S, K)
-    # group sizes are round(share * n) for every seed, so one (K,) set of importance weights serves all runs
-    fixed_w = importance_weights(b.train_counts[0]) if s.method.startswith("is_") else None
-    per_run = [replace(s, seed=seed) for seed in seeds]
-    run_dicts = [sr.to_dict() for sr in per_run]  # asdict deep-copies: do it once, not per record
-    history: list[list[StepRecord]] = [[] for _ in seeds]
-    cancelled = False
-    step = int(states[0]["step"])
-    while step < s.steps:
-        if should_stop():
-            cancelled = True
-            break
-        theta, alpha, weights, train_loss, objective = _train_step(s, b, theta, alpha, fixed_w, step)
-        step += 1
-        if step % s.eval_every == 0 or step == s.steps:
-            ev = _evaluate(s, b, theta)
-            for r in range(len(per_run)):
-                st = {"step": step, "theta": theta[r].tolist(), "alpha": alpha[r].tolist(), "settings": dict(run_dicts[r])}
-                rec = _record(r, step, ev, weights, alpha, train_loss, objective, st)
-                history[r].append(rec)
-                if on_step is not None:
-                    on_step(r, rec)
-    seconds = time.perf_counter() - t0
-    return [
-        SyntheticResult(settings=sr, steps_done=step, cancelled=cancelled, final=h[-1] if h else None, history=h,
-                        seconds=seconds)
-        for sr, h in zip(per_run, history)
-    ]
-
-
-class _OneThread:
-    """Tiny tensors run fastest on one thread; more only fight the other workers for the cores."""
-
-    def __enter__(self) -> None:
-        import torch
-
-        self._n = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        torch.set_num_threads(self._n)
-
-
-def run_synthetic(
-    s: SyntheticSettings,
-    on_step: Callable[[StepRecord], None] | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    state: dict | None = None,
-) -> SyntheticResult:
-    """Train one method on one setting. ``on_step`` gets a StepRecord every ``eval_every`` steps and at the last
-    step; ``should_stop`` is polled between steps (cancel); ``state`` (a StepRecord.state) resumes exactly."""
-    if state is None:
-        state = _initial_state(s)
-    else:
-        _check_state(s, state)
-    callback = None if on_step is None else (lambda _r, rec: on_step(rec))
-    with _OneThread():
-        return _run(s, [s.seed], [state], callback, should_stop)[0]
-
-
-def run_synthetic_seeds(s: SyntheticSettings, seeds: list[int]) -> list[SyntheticResult]:
-    """The same run for several seeds, trained side by side (same maths as run_synthetic per seed, far faster
-    than one by one). ``s.seed`` is ignored; records are kept every ``s.eval_every`` steps."""
-    if not seeds:
-        raise ValueError("run_synthetic_seeds needs at least one seed.")
-    states = [_initial_state(replace(s, seed=seed)) for seed in seeds]
-    with _OneThread():
-        return _run(s, list(seeds), states, None, lambda: False)
+    return {k: v[0].tolist() for k, v in evaluate_batch(s, stack_data(s, [s.seed]), th).items()}
 
 
 __all__ = [
-    "METHODS", "SETTINGS", "SyntheticSettings", "StepRecord", "SyntheticResult", "SyntheticData", "feature_map",
-    "true_reward", "make_data", "pair_losses", "greedy_reward", "evaluate", "run_synthetic", "run_synthetic_seeds",
-    "paper_settings", "FEATURE_TYPES", "SOLVERS", "CLOSED_FORM_WEIGHTS", "SCRIPT_REVISIONS", "SCRIPT_COMMITS",
-    "IPO_SETTINGS", "ALGORITHM1_GR_IPO",
+    "METHODS", "SETTINGS", "SyntheticSettings", "SyntheticData", "feature_map", "true_reward", "make_data",
+    "pair_losses", "greedy_reward", "evaluate", "paper_settings", "FEATURE_TYPES", "SOLVERS", "CLOSED_FORM_WEIGHTS",
+    "SCRIPT_REVISIONS", "SCRIPT_COMMITS", "IPO_SETTINGS", "ALGORITHM1_GR_IPO",
 ]
