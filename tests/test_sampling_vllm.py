@@ -93,15 +93,6 @@ def test_lora_weights_are_merged_on_sync(vllm_sampler, tiny_model_dir):
     assert v.completion_ids == h.completion_ids
 
 
-def test_sleep_and_wake_are_safe_on_cpu(vllm_sampler, policy):
-    vllm_sampler.sleep()  # no sleep mode on the CPU backend: both are no-ops
-    vllm_sampler.wake()
-    vllm_sampler.sync_weights(policy.model)
-    v = vllm_sampler.generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True, with_logprobs=True)
-    h = HFSampler(policy).generate(PROMPTS[:1], n=1, max_new_tokens=4, greedy=True, with_logprobs=True)
-    assert v.completion_ids == h.completion_ids
-
-
 def test_trainer_keeps_its_torch_threads(vllm_sampler):
     # the fixture's sampler was built with vLLM's CPU worker, which would otherwise pin torch to one thread
     import os

@@ -70,11 +70,6 @@ class Sampler(Protocol):
     def sync_weights(self, model: Any) -> None:
         """Push the policy's current weights (LoRA merged in) to the sampler."""
 
-    def sleep(self) -> None:
-        """Free accelerator memory between rollouts (no-op where unsupported)."""
-
-    def wake(self) -> None: ...
-
     def close(self) -> None: ...
 
 
@@ -144,7 +139,7 @@ def make_sampler(backend: Backend, model_path: str | Path, policy: LoadedPolicy,
     """Build a sampler. "auto" picks vLLM when it is importable, HF generate otherwise.
 
     opts go to the backend: HFSampler(static_cache=...), VLLMSampler(gpu_memory_utilization=..., enforce_eager=...,
-    sleep_mode=..., sleep_level=..., max_model_len=..., kv_cache_gib=..., initial_sync=..., seed=...).
+    max_model_len=..., kv_cache_gib=..., initial_sync=..., seed=...).
     """
     backend = resolve_backend(backend)
     if backend == "hf":

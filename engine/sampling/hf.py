@@ -221,11 +221,5 @@ class HFSampler:
         # HF samples with the training module itself; re-pointing covers callers that swapped the module.
         self.model = model
 
-    def sleep(self) -> None:
-        pass
-
-    def wake(self) -> None:
-        pass
-
     def close(self) -> None:
         pass

@@ -38,8 +38,7 @@ class VLLMSampler:
 
     gpu_memory_utilization: share of GPU memory (on the CPU backend: of RAM) vLLM may take for weights + KV
     cache; the default leaves room for the colocated trainer. kv_cache_gib: explicit KV cache size (default
-    1 GiB on the CPU backend, unset on GPU). sleep_mode: offload weights and drop the KV cache
-    between rollouts (GPU only). initial_sync: push the policy's weights once at start, for policies that do not
+    1 GiB on the CPU backend, unset on GPU). initial_sync: push the policy's weights once at start, for policies that do not
     equal the folder on disk (resumed runs, warm-started adapters).
     """
 
@@ -50,8 +49,6 @@ class VLLMSampler:
         *,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
-        sleep_mode: bool | None = None,
-        sleep_level: int = 1,
         max_model_len: int | None = None,
         kv_cache_gib: float | None = None,
         initial_sync: bool = True,
@@ -64,9 +61,6 @@ class VLLMSampler:
         from vllm import LLM
 
         self.tokenizer = policy.tokenizer
-        self.sleep_mode = on_gpu if sleep_mode is None else sleep_mode
-        self.sleep_level = sleep_level
-        self._asleep = False
         kwargs: dict[str, Any] = {}
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
@@ -89,7 +83,6 @@ class VLLMSampler:
             # On the CPU backend this is the share of RAM reserved for the KV cache; 0.92 fails on a busy box.
             gpu_memory_utilization=gpu_memory_utilization if gpu_memory_utilization is not None else (0.3 if on_gpu else 0.1),
             enforce_eager=(not on_gpu) if enforce_eager is None else enforce_eager,
-            enable_sleep_mode=self.sleep_mode,
             logprobs_mode="processed_logprobs",
             seed=seed,
             trust_remote_code=trust_remote_code,
@@ -117,8 +110,6 @@ class VLLMSampler:
         from vllm import SamplingParams
 
         check_sampling_args(n, max_new_tokens, temperature, top_p, greedy)
-        if self._asleep:
-            raise RuntimeError("the vLLM sampler is asleep: call wake() before generate()")
         prompt_ids = encode_prompts(self.tokenizer, prompts)
         requests: list[dict[str, list[int]]] = []
         params: list[Any] = []
@@ -160,22 +151,10 @@ class VLLMSampler:
     def sync_weights(self, model: Any) -> None:
         from engine.models.lora import merged_state_dict
 
-        if self._asleep:
-            raise RuntimeError("the vLLM sampler is asleep: call wake() before sync_weights()")
         weights = merged_state_dict(model)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": list(weights.items())})
         # Cached prefixes hold keys/values computed with the old weights.
         self.llm.reset_prefix_cache()
-
-    def sleep(self) -> None:
-        if self.sleep_mode and not self._asleep:
-            self.llm.sleep(level=self.sleep_level)
-            self._asleep = True
-
-    def wake(self) -> None:
-        if self._asleep:
-            self.llm.wake_up()
-            self._asleep = False
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
