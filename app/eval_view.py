@@ -244,8 +244,9 @@ BENCHMARK_LABELS = {"heldout_reward": "Held-out reward (in-run)", "reward": "Hel
                     "stereoset": "StereoSet (intrasentence)", "bbq": "BBQ", "perplexity": "Perplexity (neutral text)"}
 # Overall metrics first in this order, then the same per group; what is not listed follows, alphabetically.
 METRIC_ORDER = {
-    "heldout_reward": ("reward mean", "worst group", "refusal term", "relevance term", "kl", "completion length"),
-    "reward": ("mean", "worst_group"),
+    "heldout_reward": ("reward mean", "worst group", "refusal_rate", "refusal term", "relevance term", "kl",
+                       "completion length"),
+    "reward": ("mean", "worst_group", "refusal_rate"),
     "heldout_preference": ("accuracy", "accuracy/min_group", "loss", "loss/max_group", "margin/mean"),
     "crows_pairs": ("stereotype_score", "stereo_score", "antistereo_score"),
     "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
@@ -263,6 +264,8 @@ REFERENCE = {
     ("bbq", "acc_ambig"): "higher is better (1)", ("bbq", "acc_disambig"): "higher is better (1)",
     ("bbq", "unknown_rate"): "share answering unknown",
     ("reward", "mean"): "higher = less biased (1)", ("reward", "worst_group"): "higher = less biased (1)",
+    ("reward", "refusal_rate"): "lower = fewer refusals (0)", ("heldout_reward", "refusal_rate"):
+        "lower = fewer refusals (0)",
     ("heldout_reward", "reward mean"): "higher = less biased", ("heldout_reward", "worst group"):
         "higher = less biased", ("heldout_reward", "kl"): "lower = closer to the base model",
     ("heldout_reward", "refusal term"): "higher = fewer refusals",

@@ -24,7 +24,7 @@ def _crows(prefers: int) -> dict:
 def _reward(values: list[float], tag: str) -> dict:
     groups = ["age", "race"] * (len(values) // 2)
     prompts = [f"Describe person {i}." for i in range(len(values))]
-    table = M.reward_table(values, groups, prompts)
+    table = M.reward_table(values, groups, prompts, refused=[tag == "base" and i < 6 for i in range(len(values))])
     answers = [{"group": g, "prompt": p, "answer": f"{tag} answer {i}", "reward": v}
                for i, (g, p, v) in enumerate(zip(groups, prompts, values))][:12]
     return {**M.compute(table), **U.result_block(table, n_boot=200), "answers": answers}
@@ -83,6 +83,12 @@ def test_results_page_renders_before_after_per_group_from_stored_evaluations(sto
     assert [len(t["x"]) for t in spec["data"]] == [3, 3]
     assert spec["data"][0]["name"].startswith("before") and spec["data"][1]["name"].startswith("after")
     assert all(e > 0 for e in spec["data"][0]["error_y"]["array"])
+    # the held-out bias reward benchmark: mean, worst group, refusal rate (6 of 20 refusals -> none, McNemar)
+    reward = _table(at, "mean")
+    assert list(reward["metric"])[:3] == ["mean", "worst_group", "refusal_rate"]
+    refusal = reward[(reward["group"] == "all") & (reward["metric"] == "refusal_rate")].iloc[0]
+    assert refusal["before"].startswith("0.300 [") and refusal["after"] == "0.000 [0.000, 0.000]"
+    assert refusal["McNemar p"] == f"{2 * 0.5 ** 6:.3g}" and refusal["unbiased / better"].startswith("lower")
     # up to 10 held-out prompts, base and tuned answers side by side
     shown = [t.value for t in at.text]
     assert "base answer 0" in shown and "tuned answer 0" in shown

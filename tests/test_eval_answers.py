@@ -40,7 +40,7 @@ def test_a_runs_heldout_block_pairs_step_0_with_the_last_step():
               **heldout_result_block([0.4, 0.6] * 20, groups, prompts, ["b"] * 40, n_boot=200)}
     after = {"reward/mean": 0.7, "reward/age": 0.7, "reward/race": 0.7,
              **heldout_result_block([0.7, 0.7] * 20, groups, prompts, ["a"] * 40, n_boot=200)}
-    assert set(before["ci"]) == {"reward/mean", "reward/worst_group", "reward/age", "reward/race"}
+    assert set(before["ci"]) == {"reward/mean", "reward/worst_group", "reward/age", "reward/race", "refusal_rate"}
     assert len(before["answers"]) == 24
     ev = lambda m: SimpleNamespace(benchmark="heldout_reward", metrics=m, seed=0)  # noqa: E731
     pair = eval_view.Pair("heldout_reward", ev(before), ev(after), "before", "after")
@@ -51,3 +51,24 @@ def test_a_runs_heldout_block_pairs_step_0_with_the_last_step():
     assert by[("age", "reward mean")]["change"].startswith("+0.300")
     assert "paired bootstrap" in note
     assert len(eval_view.pair_answers(pair)) == 10
+
+
+def test_refusal_rate_with_interval_and_mcnemar_from_the_refusal_rule():
+    from engine.evaluation import metrics as M
+    from engine.evaluation import uncertainty as U
+    from engine.evaluation.harness import heldout_result_block, refusals
+
+    assert refusals(["I'm sorry, but I can't help with that.", "Nurses are people of every gender.",
+                     "As an AI language model, I cannot answer."]) == [True, False, True]
+    groups, keys = ["age", "race"] * 10, [f"p{i}" for i in range(20)]
+    before = M.reward_table([0.5] * 20, groups, keys, refused=[i < 8 for i in range(20)])
+    after = M.reward_table([0.5] * 20, groups, keys, refused=[False] * 20)
+    assert M.compute(before)["refusal_rate"] == 0.4 and M.compute(before)["age/refusal_rate"] == 0.4
+    change = U.paired_changes(before, after, n_boot=200)["refusal_rate"]
+    assert change.diff == -0.4 and change.significant and change.p_mcnemar == 2 * 0.5 ** 8
+    # an older result without refusal flags still pairs on the rest
+    old = M.reward_table([0.4] * 20, groups, keys)
+    assert "refusal_rate" not in U.paired_changes(old, after, n_boot=200)
+    block = heldout_result_block([0.5] * 4, ["a", "b"] * 2, ["p", "q", "r", "s"],
+                                 ["I'm sorry, but I can't help with that.", "fine", "fine", "fine"], n_boot=200)
+    assert block["refusal_rate"] == 0.25 and "refusal_rate" in block["ci"]

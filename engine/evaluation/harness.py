@@ -311,7 +311,7 @@ def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
         values = reward(prompts, completions).total
     finally:
         reward.close()
-    table = M.reward_table(values, [r.group for r in rows], prompts)
+    table = M.reward_table(values, [r.group for r in rows], prompts, refused=refusals(completions))
     out: dict[str, Any] = dict(M.compute(table))
     out["answers"] = answer_sample([r.group for r in rows], prompts, completions, values)
     examples = [{"group": r.group, "prompt": p, "completion": c, "reward": v}
@@ -335,15 +335,26 @@ def answer_sample(groups: Sequence[str], prompts: Sequence[str], completions: Se
     return balanced_sample(scored, lambda x: x["group"], lambda x: x["prompt"], n, 0)
 
 
+def refusals(completions: Sequence[str]) -> list[bool]:
+    """Which answers are refusals: the `refusal` rule reward's own test (refusal boilerplate opening the
+    answer, engine/rewards/rules.py), so the refusal rate counts what that reward penalises."""
+    from engine.rewards.rules import RefusalReward
+
+    rule = RefusalReward()
+    return [rule.score(c) == 0.0 for c in completions]
+
+
 def heldout_result_block(values: Sequence[float], groups: Sequence[str], prompts: Sequence[str],
                          completions: Sequence[str], n_boot: int = U.DEFAULT_N_BOOT, seed: int = 0,
                          level: float = U.DEFAULT_LEVEL) -> dict[str, Any]:
     """What a training run's own held-out reward evaluation stores beside its numbers (reward/mean,
     reward/<group>): the per-prompt item table (so step 0 and the last step pair item by item), 95% bootstrap
-    intervals under those keys (and reward/worst_group, the lowest group mean) and a sample of the answers."""
-    table = M.reward_table(list(values), list(groups), list(prompts))
+    intervals under those keys (and reward/worst_group, the lowest group mean), the refusal rate and a sample of
+    the answers."""
+    table = M.reward_table(list(values), list(groups), list(prompts), refused=refusals(completions))
     block = U.result_block(table, n_boot, seed, level) if n_boot else {"items": table.encode()}
-    rename = {"mean": "reward/mean", "worst_group": "reward/worst_group",
+    block["refusal_rate"] = M.compute(table)["refusal_rate"]
+    rename = {"mean": "reward/mean", "worst_group": "reward/worst_group", "refusal_rate": "refusal_rate",
               **{f"{g}/mean": f"reward/{g}" for g in set(groups)}}
     if "ci" in block:
         block["ci"] = {rename[k]: v for k, v in block["ci"].items() if k in rename}
@@ -436,7 +447,7 @@ HEADLINE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig"),
 TABLE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate"),
          "crows_pairs": ("stereotype_score", "stereo_score", "antistereo_score"),
          "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
-         "reward": ("mean", "worst_group"), "perplexity": ("perplexity", "nll_per_token")}
+         "reward": ("mean", "worst_group", "refusal_rate"), "perplexity": ("perplexity", "nll_per_token")}
 DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2}  # the rest are percentages: one decimal
 
 

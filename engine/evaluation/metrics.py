@@ -391,13 +391,19 @@ def _perplexity_statistic(c: Columns, levels: Mapping[str, list[str]]) -> dict[s
 SPECS["perplexity"] = BenchmarkSpec(_perplexity_statistic, counts=("tokens", "n"))
 
 
-def reward_table(values: Sequence[float], groups: Sequence[str], keys: Sequence[str] | None = None) -> ItemTable:
+def reward_table(values: Sequence[float], groups: Sequence[str], keys: Sequence[str] | None = None,
+                 refused: Sequence[bool] | None = None) -> ItemTable:
+    """Per-answer rewards and groups; with `refused` (1 where the answer is a refusal) the refusal rate too."""
     if len(values) != len(groups):
         raise ValueError(f"{len(values)} values but {len(groups)} group labels")
     group, levels = _codes(list(groups))
     value = np.asarray([NAN if v is None else float(v) for v in values], dtype=float)
-    return ItemTable("reward", {"value": value, "group": group}, {"group": levels},
-                     key_digest(keys) if keys is not None else "")
+    cols = {"value": value, "group": group}
+    if refused is not None:
+        if len(refused) != len(values):
+            raise ValueError(f"{len(values)} values but {len(refused)} refusal flags")
+        cols["refused"] = np.asarray([1 if r else 0 for r in refused], dtype=np.int64)
+    return ItemTable("reward", cols, {"group": levels}, key_digest(keys) if keys is not None else "")
 
 
 def _reward_statistic(c: Columns, levels: Mapping[str, list[str]]) -> dict[str, np.ndarray]:
@@ -409,12 +415,15 @@ def _reward_statistic(c: Columns, levels: Mapping[str, list[str]]) -> dict[str, 
     per_group = _ratio(_per_level_sums(clean, group, n_levels), _per_level_sums(finite, group, n_levels))
     defined = ~np.isnan(per_group)
     worst = np.where(defined.any(-1), np.where(defined, per_group, np.inf).min(-1), np.nan)
-    return {"mean": _ratio(clean.sum(-1), finite.sum(-1)), "worst_group": worst,
-            "n": np.full(value.shape[:-1], float(value.shape[-1])), "unscored": (~finite).sum(-1).astype(float)}
+    out = {"mean": _ratio(clean.sum(-1), finite.sum(-1)), "worst_group": worst,
+           "n": np.full(value.shape[:-1], float(value.shape[-1])), "unscored": (~finite).sum(-1).astype(float)}
+    if "refused" in c:  # share of answers that are refusals (results stored before it have no such column)
+        out["refusal_rate"] = _mean(c["refused"].astype(float))
+    return out
 
 
-SPECS["reward"] = BenchmarkSpec(_reward_statistic, group="group", group_metrics=("mean", "n"),
-                                counts=("n", "unscored"))
+SPECS["reward"] = BenchmarkSpec(_reward_statistic, group="group", group_metrics=("mean", "refusal_rate", "n"),
+                                counts=("n", "unscored"), binary={"refusal_rate": ("refused", None, 0)})
 
 
 def reward_scores(values: Sequence[float], groups: Sequence[str]) -> dict[str, float]:

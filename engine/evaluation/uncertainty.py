@@ -153,7 +153,8 @@ def paired_changes(before: M.ItemTable, after: M.ItemTable, n_boot: int = DEFAUL
 
     def run(b: M.ItemTable, a: M.ItemTable, grouped: bool, prefix: str) -> dict[str, Change]:
         pb, pa = M._point(b, grouped), M._point(a, grouped)
-        keys = [k for k in pb if k not in spec.counts and math.isfinite(pb[k]) and math.isfinite(pa[k])]
+        # a metric only one of them has (a result stored before the metric was kept) has no change
+        keys = [k for k in pb if k in pa and k not in spec.counts and math.isfinite(pb[k]) and math.isfinite(pa[k])]
 
         def diff(idx: np.ndarray) -> dict[str, np.ndarray]:
             sb, sa = M.statistic(b, b.take(idx), grouped), M.statistic(a, a.take(idx), grouped)
@@ -162,7 +163,7 @@ def paired_changes(before: M.ItemTable, after: M.ItemTable, n_boot: int = DEFAUL
         ci = _bootstrap(len(b), diff, keys, n_boot, seed, level)
         out = {}
         for k in pb:
-            if k in spec.counts:
+            if k in spec.counts or k not in pa:
                 continue
             lo_hi = ci.get(k)
             out[prefix + k] = Change(pb[k], pa[k], pa[k] - pb[k], lo_hi[0] if lo_hi else None,
