@@ -215,7 +215,7 @@ def test_new_user_flow(studio, page):
     page.get_by_text("A answer 0: ...").wait_for()
     page.get_by_text("B answer 0: ...").wait_for()
     assert page.get_by_text("A: embedded:smollm2-135m-instruct", exact=False).count() > 0
-    assert page.get_by_text(f"B: run:{run.id}", exact=False).count() > 0
+    assert page.get_by_text(f"B: run #{run.id} browser synthetic (step", exact=False).count() > 0  # not "run:1"
     _shot(page, "compare")
 
 
@@ -277,3 +277,71 @@ def test_every_page_url_opens_without_a_password_on_localhost(tmp_path, browser)
             pg.get_by_text(content).first.wait_for()
             assert "password protected" not in pg.inner_text("body")
             ctx.close()
+
+
+def test_run_and_runs_pages_follow_the_store_without_a_reload(tmp_path, browser):
+    """Issue 18 items 3 and 4, where only a browser sees them: the run page's header, setup notice, samples,
+    checkpoints and event log follow the run while it trains; the Runs page follows a cancel to its end; a click
+    on a row of the Runs table opens that run. The store is driven directly, so every change is ours to time."""
+    from db.models import RunStatus
+    from db.queue import claim_next_run, finish_run, request_cancel
+    from db.writes import record_checkpoint, write_step
+    from engine.config import parse_config
+    from engine.runs.context import RunContext
+    from engine.submission import submit_run
+
+    with _serve(tmp_path, engine=False) as (url, store):
+        rid = submit_run(store, parse_config({"algorithm": "synthetic", "max_steps": 100, "name": "live run"}))
+        ctx_b = browser.new_context(viewport={"width": 1400, "height": 1500})
+        pg = ctx_b.new_page()
+        pg.set_default_timeout(30_000)
+        pg.goto(f"{url}/run?run={rid}")
+        pg.get_by_text("the engine has not taken the run yet").wait_for()
+        header = pg.locator('[data-testid="stMarkdownContainer"]', has=pg.locator("h3", has_text="live run"))
+        assert "queued" in header.inner_text()
+        run = claim_next_run(store, "w")
+        ctx = RunContext(store, rid, parse_config({"algorithm": "synthetic", "max_steps": 100}), resume=False,
+                         lease=run.lease)
+        ctx.setup("loading the policy before the first step")
+        pg.get_by_text("Setting up").first.wait_for()
+        wait_for(lambda: "running" in header.inner_text(), timeout=30, what="the header to say running")
+        assert pg.get_by_text("No samples logged yet").count() == 1
+        assert pg.get_by_text("No checkpoints yet").count() == 1
+        for step in (1, 2):
+            write_step(store, rid, step, {"train/loss": 1.0 / step}, [{"group": "gender", "weight": 0.5}],
+                       [{"group": "gender", "prompt": f"p{step}", "completion": f"c{step}", "reward": 0.5}])
+        ck = tmp_path / "ck"
+        ck.mkdir()
+        record_checkpoint(store, rid, 2, str(ck), lease=run.lease)
+        wait_for(lambda: pg.get_by_text("No samples logged yet").count() == 0, timeout=30,
+                 what="the samples table to appear while the run trains")
+        wait_for(lambda: pg.get_by_text("No checkpoints yet").count() == 0, timeout=30,
+                 what="the checkpoints to appear while the run trains")
+        wait_for(lambda: pg.get_by_text("Setting up").count() == 0, timeout=30, what="the setup notice to go")
+        _shot(pg, "run-live-samples")
+
+        # The Runs page: a cancel is followed to its end without a reload.
+        pg.get_by_role("link", name="Runs").first.click()
+        pg.get_by_role("heading", name="Actions").wait_for()
+        status = pg.locator('[data-testid="stMarkdownContainer"]', has_text="Status:").first
+        assert "running" in status.inner_text()
+        request_cancel(store, rid)
+        wait_for(lambda: pg.get_by_role("button", name="Cancel").first.is_disabled(), timeout=30,
+                 what="the Runs page to see the cancel request")
+        finish_run(store, rid, RunStatus.cancelled, message="cancelled at a step boundary", lease=run.lease)
+        wait_for(lambda: "cancelled" in status.inner_text(), timeout=30, what="the Runs page to show the cancel's end")
+        assert "live run" in pg.get_by_role("combobox", name="Run").input_value()
+        _shot(pg, "runs-live")
+        # The table fits the window: no horizontal scroll bar hides its last columns.
+        _settle(pg)
+        pg.wait_for_timeout(1000)
+        grid = pg.locator('[data-testid="stDataFrame"]').first
+        box = grid.bounding_box()
+        widths = pg.evaluate("""() => { const s = document.querySelector('[data-testid="stDataFrame"] .dvn-scroller');
+            return s ? [s.scrollWidth, s.clientWidth] : null; }""")
+        assert widths and widths[0] <= widths[1] + 1, widths
+        # Ticking the run's row (the table is a canvas: its first row's box, left of the ID) opens it.
+        pg.mouse.click(box["x"] + 12, box["y"] + 35 + 17)
+        pg.wait_for_url(f"**/run?run={rid}", timeout=30_000)  # (pg.url only moves while playwright is called)
+        pg.locator("h3", has_text=f"#{rid} live run").wait_for()
+        ctx_b.close()

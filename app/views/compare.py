@@ -116,7 +116,9 @@ with tab_cmp:
         if ss.get(JOB_KEY) not in by_id:
             ss[JOB_KEY] = jobs[0].id
         job_id = st.selectbox("Comparison", list(by_id), key=JOB_KEY,
-                              format_func=lambda i: f"#{i} {by_id[i].name} ({by_id[i].status.value})")
+                              # no status in the option: a browser keeps the chosen option's old text when
+                              # it changes (it said "queued" after the job ended); the status is shown below
+                              format_func=lambda i: f"#{i} {by_id[i].name}")
         job_active = by_id[job_id].status.value in ("queued", "running")
         engine_banner(store, needed=job_active)
 

@@ -47,11 +47,18 @@ def _status(r) -> str:  # type: ignore[no-untyped-def]
     return r.status
 
 
+def _short_model(model: str) -> str:
+    """The model as the table shows it: the embedded default by its name, paths and hub ids by their last part."""
+    m = model.removeprefix("embedded:")
+    return " vs ".join(part.rstrip("/").rsplit("/", 1)[-1] for part in m.split(" vs "))
+
+
 def runs_table(rows) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """The Runs table as the page shows it: one row per run, text cells empty where nothing is known."""
     return pd.DataFrame([{
         "ID": r.id, "Name": r.name, "Status": _status(r),
-        "Algorithm": ALGORITHM_LABELS.get(r.algorithm, r.algorithm), "Model": r.model,
+        "Run of": f"{ALGORITHM_LABELS.get(r.algorithm, r.algorithm)} · {_short_model(r.model)}"
+                  if r.model not in ("-", "") else ALGORITHM_LABELS.get(r.algorithm, r.algorithm),
         "Progress": (r.last_step / r.total_steps) if r.total_steps else 0.0, "Step": f"{r.last_step}/{r.total_steps}",
         "Elapsed": fmt_duration(r.elapsed_s) if r.elapsed_s is not None else "",
         "ETA": fmt_duration(r.eta_s) if r.eta_s is not None else "",
@@ -67,25 +74,25 @@ def table_panel() -> None:
         st.rerun()  # a run was added, claimed, stopped or ended: redraw the page (queue, actions) with it
     event = st.dataframe(runs_table(fresh), hide_index=True, width="stretch", key="runs_table",
                          on_select="rerun", selection_mode="single-row", column_config={
-        "ID": st.column_config.NumberColumn("ID", width=40),
-        "Name": st.column_config.TextColumn("Name", width="medium"),
-        "Status": st.column_config.TextColumn("Status", width=120),
-        "Algorithm": st.column_config.TextColumn("Algorithm", width=130),
-        "Model": st.column_config.TextColumn("Model", width=150),
+        # Widths that fit a 1400-pixel window beside the sidebar; longer cells show in full on hover.
+        "ID": st.column_config.NumberColumn("ID", width=36),
+        "Name": st.column_config.TextColumn("Name", width=150),
+        "Status": st.column_config.TextColumn("Status", width=105),
+        "Run of": st.column_config.TextColumn("Run of", width=160, help="Algorithm and model."),
         "Progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent",
-                                                    width=90),
-        "Step": st.column_config.TextColumn("Step", width=70),
-        "Elapsed": st.column_config.TextColumn("Elapsed", width=70, help="Time the run was active, over all its "
+                                                    width=70),
+        "Step": st.column_config.TextColumn("Step", width=60),
+        "Elapsed": st.column_config.TextColumn("Elapsed", width=60, help="Time the run was active, over all its "
                                                "attempts (a resumed run keeps its earlier time)."),
-        "ETA": st.column_config.TextColumn("ETA", width=70, help="Training steps left times the measured step "
+        "ETA": st.column_config.TextColumn("ETA", width=55, help="Training steps left times the measured step "
                                            "time (setup excluded); shown after the first step."),
-        "Reward": st.column_config.TextColumn("Reward", width=70, help="Latest mean reward (higher = less "
+        "Reward": st.column_config.TextColumn("Reward", width=55, help="Latest mean reward (higher = less "
                                               "biased); GRPO's sums its weighted terms, so it can exceed 1."),
-        "Worst group": st.column_config.TextColumn("Worst group", width=80, help="Latest worst-group figure; "
-                                                   "what it measures is in the next column."),
-        "of": st.column_config.TextColumn("of", width=100),
+        "Worst group": st.column_config.TextColumn("Worst", width=55, help="Latest worst-group figure; what it "
+                                                   "measures is in the next column."),
+        "of": st.column_config.TextColumn("of", width=90),
     })
-    st.caption("Click a row to open its run page." + (" The table refreshes by itself while runs are queued or "
+    st.caption("Tick the box at a row's left to open its run page." + (" The table refreshes by itself while runs are queued or "
                                                        "running." if active else ""))
     picked = event.selection.rows if event is not None else []
     if picked:
@@ -110,7 +117,8 @@ if queued:
 st.subheader("Actions")
 by_id = {r.id: r for r in rows}
 run_id = st.selectbox("Run", list(by_id), key="runs_selected",
-                      format_func=lambda i: f"#{i} {by_id[i].name} ({by_id[i].status})")
+                      # no status in the option: a browser keeps the chosen option's old text when it changes
+                      format_func=lambda i: f"#{i} {by_id[i].name}")
 sel = by_id[run_id]
 st.markdown(f"Status: {status_badge(sel.status)}"
             + (f" · error: {plain(sel.error.splitlines()[0])}" if sel.error else ""))
