@@ -135,10 +135,13 @@ def figure(runs: list[dict[str, Any]]) -> Any:
             fig.add_trace(go.Scatter(x=list(by_step), y=list(by_step.values()), mode="lines", name=f"alpha {g}",
                                      legendgroup="weights"), row=3, col=1)
     cfg = runs[0]["config"]
+    # the steps the runs actually reached (a stopped run holds fewer than its config's max_steps)
+    reached = max(r["last_step"] for r in runs)
     fig.update_layout(
         title={"text": f"GR-IPO vs IPO on GlobalOpinionQA pairs ({cfg.get('dataset')}, countries as groups), "
-                       f"seed {cfg.get('seed')}, {cfg.get('max_steps')} steps of {cfg.get('batch_size')} pairs",
-               "x": 0},
+                       f"seed {cfg.get('seed')}, {reached} steps of {cfg.get('batch_size')} pairs"
+                       + (f" (of a {cfg.get('max_steps')}-step schedule)" if reached < cfg.get("max_steps", 0)
+                          else ""), "x": 0},
         height=330 * n_rows, width=1100, template="plotly_white", legend={"orientation": "v"},
         margin={"l": 60, "r": 20, "t": 80, "b": 50})
     fig.update_yaxes(title_text="IPO loss", row=1, col=1)
