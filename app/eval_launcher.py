@@ -1,4 +1,5 @@
-"""Evaluation from the browser: pick a base model or a run's checkpoint, benchmarks and a limit; the evaluation
+"""Evaluation from the browser: pick a base model or a run's checkpoint (its latest or a given step), benchmarks and
+a limit; the evaluation
 is queued as an `eval` job through the studio's queue (validated and submitted like the New run form and
 `studio submit`: app.forms.submit -> engine.submission.submit_run), and its progress and results are shown while
 the engine runs it (engine/runs/evaluate.py stores each benchmark as soon as it finishes)."""
@@ -15,7 +16,7 @@ from app import eval_view, forms
 from app.state import flash
 from app.widgets import engine_banner, plain, status_badge
 from db.queue import get_run, list_runs
-from db.reads import evaluations, run_events, runs_by_algorithm, runs_with_checkpoints
+from db.reads import checkpoints, evaluations, run_events, runs_by_algorithm, runs_with_checkpoints
 from engine.config import CONFIG_CLASSES, DEFAULT_MODEL, EMBEDDED_MODELS
 
 ALG = "eval"
@@ -43,11 +44,20 @@ def model_choices(store: Any) -> list[str]:
     return list(seen) or [DEFAULT_MODEL]
 
 
+def _steps(store: Any, run_id: int) -> list[int]:
+    """The run's checkpoint steps, the latest first."""
+    return sorted((c.step for c in checkpoints(store, run_id)), reverse=True)
+
+
 def launcher_values(store: Any) -> dict[str, Any]:
     """The eval job's config from the launcher's widgets (what forms.submit validates and queues)."""
     ss = st.session_state
     if ss.get("eval.new.kind") == RUN_KIND and ss.get("eval.new.run") is not None:
-        model = f"run:{ss['eval.new.run']}"
+        rid = ss["eval.new.run"]
+        steps = _steps(store, rid)
+        step = ss.get(f"eval.new.step.{rid}")
+        # the latest checkpoint is "run:ID" (what the CLI and the compare form write); an earlier one run:ID@STEP
+        model = f"run:{rid}" if step is None or not steps or step == steps[0] else f"run:{rid}@{step}"
     else:
         model = (ss.get("eval.new.other") or "").strip() or ss.get("eval.new.model") or DEFAULT_MODEL
     picked = list(ss.get("eval.new.benchmarks") or [])
@@ -81,13 +91,19 @@ def render_launcher(store: Any, expanded: bool) -> None:
         if ss.get("eval.new.kind") not in kinds:
             ss["eval.new.kind"] = kinds[0]
         kind = st.radio("Evaluate", kinds, key="eval.new.kind", horizontal=True,
-                        help="A run's checkpoint means its latest checkpoint (exported once, merged).")
+                        help="A run's checkpoint: its latest or an earlier one (exported once, merged).")
         if kind == RUN_KIND:
             by_id = {rid: (name, step) for rid, name, step in trained}
             if ss.get("eval.new.run") not in by_id:
                 ss["eval.new.run"] = trained[0][0]
-            st.selectbox("Run", list(by_id), key="eval.new.run",
-                         format_func=lambda i: f"#{i} {by_id[i][0]} (latest checkpoint: step {by_id[i][1]})")
+            c1, c2 = st.columns(2)
+            rid = c1.selectbox("Run", list(by_id), key="eval.new.run",
+                               format_func=lambda i: f"#{i} {by_id[i][0]} (latest checkpoint: step {by_id[i][1]})")
+            steps = _steps(store, rid)
+            if steps and ss.get(f"eval.new.step.{rid}") not in steps:
+                ss[f"eval.new.step.{rid}"] = steps[0]
+            c2.selectbox("Checkpoint", steps, key=f"eval.new.step.{rid}",
+                         format_func=lambda s: f"step {s}" + (" (latest)" if s == max(steps) else ""))
         else:
             c1, c2 = st.columns(2)
             c1.selectbox("Model", model_choices(store), key="eval.new.model")

@@ -445,8 +445,9 @@ class CompareConfig(BaseRunConfig):
     @classmethod
     def _models(cls, v: str) -> str:
         if v.startswith("run:"):
-            if not re.fullmatch(r"[0-9]{1,18}", v[4:]):
-                raise ValueError(f"{v!r} is not a run reference: write run:ID with the run's number, e.g. run:3")
+            if not re.fullmatch(r"[0-9]{1,18}(@[0-9]{1,12})?", v[4:]):
+                raise ValueError(f"{v!r} is not a run reference: write run:ID with the run's number, e.g. run:3 "
+                                 "(its latest checkpoint), or run:ID@STEP for the checkpoint of a step, e.g. run:3@40")
             return v
         return check_model_path(v)
 
@@ -455,7 +456,8 @@ class EvalConfig(BaseRunConfig):
     """Run the bias benchmarks on one model or run checkpoint."""
 
     algorithm: Literal["eval"] = "eval"
-    model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, or 'run:ID'.")
+    model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, 'run:ID' (its latest checkpoint) or "
+                    "'run:ID@STEP'.")
     benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity"]] = _f(
         ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run.")
     limit: int = _f(0, "Examples per benchmark, balanced over its groups (0: the full bundled sets, as `studio "

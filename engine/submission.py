@@ -116,17 +116,20 @@ def _run_ref_problem(store: Any, value: str) -> str | None:
 
     from db.models import Checkpoint, Run
 
-    run_id = int(value[4:])
+    ident, _, at = value[4:].partition("@")  # run:ID or run:ID@STEP
+    run_id = int(ident)
     with store.read() as s:
         run = s.get(Run, run_id)
         if run is None:
             return f"{value}: run {run_id} does not exist (`studio runs` lists the runs): name a training run"
         if run.algorithm in _NO_MODEL:
             return f"{value}: run {run_id} is {_NO_MODEL[run.algorithm]} and has no model: name a training run"
-        n = s.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.run_id == run_id))
-    if not n:
+        steps = list(s.scalars(select(Checkpoint.step).where(Checkpoint.run_id == run_id).order_by(Checkpoint.step)))
+    if not steps:
         return (f"{value}: run {run_id} has no checkpoint yet: wait for its first one (every checkpoint_every steps "
                 "and at the end) or name another run")
+    if at and int(at) not in steps:
+        return f"{value}: run {run_id} has no checkpoint at step {int(at)}: it has steps {', '.join(map(str, steps))}"
     return None
 
 

@@ -20,6 +20,16 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
                           env={**os.environ, **(env or {})})
 
 
+def assert_user_error(out: subprocess.CompletedProcess, *words: str) -> None:
+    """A CLI refusal as a user sees it: exit code 2, one "error: ..." line naming ``words``, no traceback."""
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr + out.stdout
+    line = out.stderr.strip()
+    assert line.startswith("error: ") and "\n" not in line, line
+    for w in words:
+        assert w in line, line
+
+
 def start_engine(db_url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(studio_cmd("engine", "--db", db_url, "--poll", "0.2", *extra), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -19,6 +19,7 @@ def _tuned(store, tmp_path) -> int:
     rid = submit_run(store, parse_config({"algorithm": "grpo", "name": "tuned"}))
     with store.write() as s:
         s.execute(update(Run).where(Run.id == rid).values(status="completed"))
+    record_checkpoint(store, rid, 3, str(tmp_path))
     record_checkpoint(store, rid, 7, str(tmp_path))
     return rid
 
@@ -65,3 +66,16 @@ def test_launcher_queues_a_base_model_and_refuses_no_benchmark(store):
     (job,) = [r for r in list_runs(store) if r.algorithm == "eval"]
     cfg = json.loads(job.config_json)
     assert (cfg["model"], cfg["benchmarks"]) == ("embedded:smollm2-135m-instruct", ["perplexity"])
+
+
+def test_launcher_queues_an_earlier_checkpoint_as_run_id_at_step(store, tmp_path):
+    rid = _tuned(store, tmp_path)
+    at = open_page("views/compare.py")
+    at.radio(key="eval.new.kind").set_value("A run's checkpoint").run()
+    assert at.selectbox(key=f"eval.new.step.{rid}").value == 7  # the latest by default
+    at.selectbox(key=f"eval.new.step.{rid}").set_value(3).run()
+    at.multiselect(key="eval.new.benchmarks").set_value(["perplexity"]).run()
+    at.button(key="eval.new.submit").click().run()
+    assert not at.exception, at.exception
+    (job,) = [r for r in list_runs(store) if r.algorithm == "eval"]
+    assert json.loads(job.config_json)["model"] == f"run:{rid}@3"

@@ -91,3 +91,24 @@ def test_refresh_reads_only_new_steps_and_restarts_after_a_resume(store):
 def test_run_page_empty_state(store):
     at = open_page("views/run.py")
     assert "No runs yet" in texts(at)
+
+
+def test_logs_view_shows_every_event_in_full_and_filters(store):
+    """The run's logs (its event log: the engine stores no other run output), tracebacks kept whole."""
+    from db.queue import add_event
+
+    rid = seed_synthetic(store, steps=2)
+    with store.write() as s:
+        add_event(s, rid, "setup: loading the data")
+        add_event(s, rid, "run failed:\nTraceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom",
+                  level="error")
+    at = _open_run(rid)
+    (log,) = [c.value for c in at.code if "loading the data" in c.value]
+    lines = log.splitlines()
+    assert any(line.endswith("INFO     queued (synthetic, 50 steps)") for line in lines)
+    assert "ERROR    run failed:" in log and lines[-1].strip() == "ValueError: boom"  # whole traceback, in order
+    at.multiselect(key=f"run.log_levels.{rid}").set_value(["error"]).run()
+    (log,) = [c.value for c in at.code if "run failed" in c.value]
+    assert "queued" not in log
+    at.text_input(key=f"run.log_search.{rid}").set_value("nothing like this").run()
+    assert "(nothing matches)" in [c.value for c in at.code]

@@ -16,7 +16,7 @@ from db import queue
 from db.models import Checkpoint
 from engine.config import ConfigError, DPOConfig, SyntheticConfig, config_to_json, parse_config
 from engine.data._rows import BUNDLED_DIR
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, assert_user_error, run_cli
 from engine.submission import submit_run
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
@@ -306,14 +306,6 @@ def test_web_form_refuses_a_missing_run_reference(store):
 
 
 # ------------------------------------------------------------------------------------------ the CLI
-def assert_user_error(out, *words: str) -> None:
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr + out.stdout
-    line = out.stderr.strip()
-    assert line.startswith("error: ") and "\n" not in line, line
-    for w in words:
-        assert w in line, line
-
 
 def test_cli_refuses_bad_files_and_values_in_one_line(db_url, tmp_path):
     env = {"STUDIO_DB_URL": db_url, "STUDIO_DATA_DIRS": "", "STUDIO_PASSWORD": ""}

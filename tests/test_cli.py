@@ -9,21 +9,12 @@ import pytest
 from db import queue
 from db.models import RunStatus
 from engine.config import SyntheticConfig
-from tests.helpers import run_cli
+from tests.helpers import assert_user_error, run_cli
 from engine.submission import submit_run
 
 
 def env(db_url: str) -> dict:
     return {"STUDIO_DB_URL": db_url}
-
-
-def assert_user_error(out, *words: str) -> None:
-    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
-    assert "Traceback" not in out.stderr + out.stdout
-    line = out.stderr.strip()
-    assert line.startswith("error: ") and "\n" not in line, line
-    for w in words:
-        assert w in line, line
 
 
 @pytest.mark.parametrize("args, words", [

@@ -243,6 +243,42 @@ def samples_panel() -> None:
 
 samples_panel()
 
+LOG_LEVELS = ("info", "warning", "error")
+
+
+def log_text(evs, levels=LOG_LEVELS, contains: str = "") -> str:  # type: ignore[no-untyped-def]
+    """The run's event log as a terminal would print it, oldest first; tracebacks keep their lines."""
+    out = []
+    for e in reversed(evs):  # evs are newest first
+        if e.level not in levels or contains.lower() not in e.message.lower():
+            continue
+        head = f"{e.time.strftime('%Y-%m-%d %H:%M:%S')}  {e.level.upper():<7}  "
+        lines = e.message.splitlines() or [""]
+        out.append(head + lines[0])
+        out += [" " * len(head) + line for line in lines[1:]]
+    return "\n".join(out)
+
+
+@st.fragment(run_every=2 * REFRESH_S if active else None)
+def logs_panel() -> None:
+    """Everything the engine recorded for this run, filterable, in full (the engine keeps no other run output:
+    the run process's own prints go to the terminal of `studio engine`)."""
+    with st.expander("Logs", icon=":material/terminal:"):
+        c1, c2 = st.columns([2, 3])
+        levels = c1.multiselect("Levels", LOG_LEVELS, default=list(LOG_LEVELS), key=f"run.log_levels.{run_id}")
+        contains = c2.text_input("Search the log", key=f"run.log_search.{run_id}")
+        evs = run_events(store, run_id, limit=5000)
+        text = log_text(evs, tuple(levels), contains)
+        st.caption(f"{len(evs)} events: setup phases, evaluations, checkpoints, warnings about the data, the end of "
+                   "the run and, for a failed run, its traceback. The run process's own output goes to the "
+                   "terminal of `studio engine`.")
+        st.code(text or "(nothing matches)", language=None, height=min(600, 40 + 21 * (text.count("\n") + 1)))
+        st.download_button("Download the log", text, file_name=f"run-{run_id}-events.log", mime="text/plain",
+                           key="run.log_download")
+
+
+logs_panel()
+
 
 @st.fragment(run_every=2 * REFRESH_S if active else None)
 def checkpoints_panel() -> None:

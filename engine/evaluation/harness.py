@@ -566,10 +566,10 @@ def format_results(results: Sequence[BenchmarkResult]) -> str:
 
 def _label(ref: str) -> str:
     """The model label a reference is stored under (what resolve_model_ref gives), without exporting anything."""
-    from engine.evaluation.models_ref import parse_run_ref
+    from engine.evaluation.models_ref import parse_run_step
 
-    run_id = parse_run_ref(ref)
-    return f"run:{run_id}" if run_id is not None else ref
+    got = parse_run_step(ref)
+    return ref if got is None else f"run:{got[0]}" + (f"@{got[1]}" if got[1] is not None else "")
 
 
 def find_paired(store: Any, against: str, res: BenchmarkResult) -> Any | None:

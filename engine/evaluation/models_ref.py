@@ -1,7 +1,7 @@
 """Turn what a user typed as "the model" into a folder transformers can load.
 
-Accepted: "embedded:smollm2-135m-instruct", a local HF folder, a hub id, "run:ID" or a bare run id. A run
-reference means that run's latest checkpoint (or a given step); it is exported once, merged, to
+Accepted: "embedded:smollm2-135m-instruct", a local HF folder, a hub id, "run:ID" or a bare run id (that run's
+latest checkpoint), or "run:ID@STEP" (the checkpoint of that step). A run's checkpoint is exported once, merged, to
 $STUDIO_HOME/exports/run-ID-TOKEN/step-N (db.paths.run_export_cache) and reused, so evaluating or
 comparing a run twice costs one export.
 """
@@ -39,14 +39,22 @@ class ResolvedModel:
                 "evaluated_step": self.step, "model_path": self.path, "source": source}
 
 
-def parse_run_ref(ref: str) -> int | None:
-    """The run id in "run:ID" or a bare "ID"; None for anything else."""
+def parse_run_step(ref: str) -> tuple[int, int | None] | None:
+    """(run id, checkpoint step or None = the latest) of "run:ID", "run:ID@STEP" or a bare "ID"; None otherwise."""
     text = ref.strip()
     if text.startswith("run:"):
-        text = text[4:]
-        if not text.isdigit():
-            raise ModelRefError(f"{ref!r} is not a run reference: write run:ID with the run's number, e.g. run:3")
-    return int(text) if text.isdigit() else None
+        ident, sep, at = text[4:].partition("@")
+        if not ident.isdigit() or (sep and not at.isdigit()):
+            raise ModelRefError(f"{ref!r} is not a run reference: write run:ID with the run's number, e.g. run:3, "
+                                "or run:ID@STEP for a given checkpoint step, e.g. run:3@40")
+        return int(ident), (int(at) if sep else None)
+    return (int(text), None) if text.isdigit() else None
+
+
+def parse_run_ref(ref: str) -> int | None:
+    """The run id in "run:ID", "run:ID@STEP" or a bare "ID"; None for anything else."""
+    got = parse_run_step(ref)
+    return got[0] if got is not None else None
 
 
 def run_checkpoint(store: Store, run_id: int, step: int | None = None) -> tuple[int, Path]:
@@ -90,6 +98,7 @@ def materialise_run_model(store: Store, run_id: int, step: int | None = None) ->
 
     import json
 
+    asked = step
     step, ckpt = run_checkpoint(store, run_id, step)
     run = get_run(store, run_id)
     # The run's folder token in the path: a later run that reuses a deleted run's id never gets its export.
@@ -103,17 +112,17 @@ def materialise_run_model(store: Store, run_id: int, step: int | None = None) ->
         base = json.loads(run.config_json).get("model")
     except (TypeError, ValueError, AttributeError):
         base = None
-    return ResolvedModel(path=str(out), label=f"run:{run_id}", run_id=run_id, step=step, checkpoint=str(ckpt),
-                         base=base if isinstance(base, str) else None)
+    return ResolvedModel(path=str(out), label=f"run:{run_id}" + (f"@{step}" if asked is not None else ""),
+                         run_id=run_id, step=step, checkpoint=str(ckpt), base=base if isinstance(base, str) else None)
 
 
 def resolve_model_ref(store: Store | None, ref: str) -> ResolvedModel:
     """A model reference as a loadable path; run references need the store."""
-    run_id = parse_run_ref(ref)
-    if run_id is not None:
+    got = parse_run_step(ref)
+    if got is not None:
         if store is None:
             raise ModelRefError(f"{ref!r} names a run, but no store was given to look it up")
-        return materialise_run_model(store, run_id)
+        return materialise_run_model(store, *got)
     from engine.models.default_model import resolve_model_path
 
     try:
