@@ -92,6 +92,9 @@ class Run(Base):
     # last run, and a new run must never inherit an old one's checkpoints. NULL on rows from before it.
     folder_token: Mapped[str | None] = mapped_column(String(32))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    # Its owner's labels and free text (the app's Run page writes them, the Runs page searches them).
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
+    notes: Mapped[str | None] = mapped_column(Text)
 
     parent: Mapped["Run | None"] = relationship(remote_side="Run.id")
 

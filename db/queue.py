@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -324,6 +325,38 @@ def resume_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) 
         run.lease, run.pid = None, None
         add_event(s, run_id, f"{RESUME_EVENTS[0]} continues from its last checkpoint" if has_ckpt
                   else f"{RESUME_EVENTS[0]} no checkpoint yet, so it restarts from step 0")
+
+
+MAX_TAGS, MAX_TAG_CHARS, MAX_NOTES_CHARS = 12, 32, 4000
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    """Tags as stored: stripped, without empties or repeats (first spelling kept), in the order given; a tag too
+    long, or too many of them, is refused with what to change."""
+    out: list[str] = []
+    for t in tags:
+        t = " ".join(str(t).split())
+        if not t or t.lower() in (x.lower() for x in out):
+            continue
+        if len(t) > MAX_TAG_CHARS:
+            raise QueueError(f"tag {t[:40]!r} is {len(t)} characters long: keep each tag to {MAX_TAG_CHARS}")
+        out.append(t)
+    if len(out) > MAX_TAGS:
+        raise QueueError(f"{len(out)} tags: a run takes at most {MAX_TAGS}")
+    return out
+
+
+def set_run_notes(store: Store, run_id: int, *, tags: Iterable[str], notes: str) -> None:
+    """A run's tags and notes (any status: they describe the run, they do not change it)."""
+    cleaned = clean_tags(tags)
+    text = str(notes).strip()
+    if len(text) > MAX_NOTES_CHARS:
+        raise QueueError(f"the notes are {len(text)} characters long: keep them to {MAX_NOTES_CHARS}")
+    with store.write() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise QueueError(f"run {run_id} does not exist: `studio runs` lists the runs")
+        run.tags, run.notes = cleaned or None, text or None
 
 
 def delete_run(store: Store, run_id: int, stale_after_s: float = STALE_AFTER_S) -> list[Path]:

@@ -166,6 +166,8 @@ class RunRow:
     cancel_requested: bool
     error: str | None
     created_at: datetime
+    tags: list[str] = field(default_factory=list)
+    notes: str = ""
 
 
 def _attempt_seconds(events: Sequence[tuple[datetime, str]], run: Run, now: datetime) -> float | None:
@@ -299,7 +301,23 @@ def runs_overview(store: Store, now: datetime | None = None) -> list[RunRow]:
                           model=_model_of(r.config_json), last_step=r.last_step, total_steps=r.total_steps,
                           elapsed_s=elapsed, eta_s=_eta(r, timings.get(r.id), now), reward=rv, reward_key=rk,
                           worst_group=wv, worst_group_key=wk, queue_position=position.get(r.id), cancel_requested=r.cancel_requested,
-                          error=r.error, created_at=r.created_at))
+                          error=r.error, created_at=r.created_at, tags=list(r.tags or []), notes=r.notes or ""))
+    return out
+
+
+def search_runs(rows: Sequence[RunRow], query: str = "", tags: Sequence[str] = ()) -> list[RunRow]:
+    """The runs with every one of ``tags`` whose name, tags, notes, algorithm, model, status or "#id" contain
+    every word of ``query`` (case-insensitive)."""
+    words = query.lower().split()
+    want = {t.lower() for t in tags}
+    out = []
+    for r in rows:
+        have = {t.lower() for t in r.tags}
+        if not want <= have:
+            continue
+        text = " ".join([f"#{r.id}", r.name, r.algorithm, r.model, r.status, r.notes, *r.tags]).lower()
+        if all(w in text for w in words):
+            out.append(r)
     return out
 
 

@@ -93,3 +93,31 @@ def test_clone_opens_prefilled_form(store):
     at.button(key="new.submit").click().run()
     runs = queue_order(store)
     assert runs[-1].name == "r0 (clone)" and runs[-1].parent_id == a
+
+
+def test_tags_and_notes_are_saved_on_the_run_page_and_searched_on_the_runs_page(store):
+    """Issue 18: run tags and notes, and a search over runs."""
+    a, b, c = _queue(store, 3)
+    at = open_page("views/run.py")
+    at.selectbox(key="run.select").set_value(b).run()
+    at.text_input(key=f"run.tags.{b}").set_value("baseline, cpu , Baseline").run()
+    at.text_area(key=f"run.notes.{b}").set_value("the one with the lower learning rate").run()
+    at.button(key="run.save_notes").click().run()
+    assert not at.exception
+    assert get_run(store, b).tags == ["baseline", "cpu"] and get_run(store, b).notes.startswith("the one")
+    at.text_input(key=f"run.tags.{b}").set_value(", ".join(f"t{i}" for i in range(20))).run()
+    at.button(key="run.save_notes").click().run()
+    assert "at most 12" in texts(at) and get_run(store, b).tags == ["baseline", "cpu"]  # refused, kept
+
+    at = open_page()
+    df = at.dataframe[0].value
+    assert len(df) == 3 and df[df["ID"] == b].iloc[0]["Name"] == "r1 · baseline, cpu"
+    at.text_input(key="runs.search").set_value("LOWER learning").run()
+    assert list(at.dataframe[0].value["ID"]) == [b]  # found by its notes
+    at.text_input(key="runs.search").set_value("").run()
+    at.multiselect(key="runs.tags").set_value(["cpu"]).run()
+    assert list(at.dataframe[0].value["ID"]) == [b]
+    at.text_input(key="runs.search").set_value(f"#{a}").run()
+    assert "No run matches the search" in texts(at)
+    at.multiselect(key="runs.tags").set_value([]).run()
+    assert list(at.dataframe[0].value["ID"]) == [a]

@@ -21,7 +21,7 @@ from app.live import ChartCache, refresh, setup_status
 from app.palette import group_colours
 from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
 from app.widgets import engine_banner, fmt_duration, fmt_value, plain, status_badge
-from db.queue import QueueError, get_run, request_cancel, resume_run
+from db.queue import QueueError, get_run, request_cancel, resume_run, set_run_notes
 from db.reads import checkpoints, last_metric_time, run_events, runs_overview, sample_groups, sample_steps, samples
 from db.session import studio_home
 from engine.config import ALGORITHM_LABELS
@@ -93,6 +93,26 @@ if row.error:
 
 with st.expander("Configuration"):
     st.json(json.loads(get_run(store, run_id).config_json))
+
+
+def _save_notes() -> None:
+    tags = [t for t in str(ss.get(f"run.tags.{run_id}", "")).split(",")]
+    try:
+        set_run_notes(store, run_id, tags=tags, notes=str(ss.get(f"run.notes.{run_id}", "")))
+        flash(f"Run {run_id}: tags and notes saved.")
+    except QueueError as e:
+        flash(str(e), "error")
+
+
+with st.expander("Tags and notes" + (f": {plain(', '.join(row.tags))}" if row.tags else ""), icon=":material/sell:"):
+    if f"run.tags.{run_id}" not in ss:
+        ss[f"run.tags.{run_id}"] = ", ".join(row.tags)
+        ss[f"run.notes.{run_id}"] = row.notes
+    st.text_input("Tags", key=f"run.tags.{run_id}", help="Comma-separated labels (baseline, cpu, ...): the Runs page "
+                  "filters and searches by them.")
+    st.text_area("Notes", key=f"run.notes.{run_id}", help="What this run is for, what you saw: searched on the Runs "
+                 "page.", height=100)
+    st.button("Save tags and notes", key="run.save_notes", on_click=_save_notes, icon=":material/save:")
 
 t1, t2, t3 = st.columns([1, 1, 2])
 full_res = t1.toggle("Full resolution", key=f"run.full.{run_id}",

@@ -12,7 +12,7 @@ from app.state import CLONE_KEY, flash, get_store, open_run, show_flash
 from app.labels import short_label
 from app.widgets import engine_banner, fmt_duration, plain, status_badge
 from db.queue import QueueError, delete_run, get_run, move_in_queue, request_cancel, resume_run
-from db.reads import runs_overview
+from db.reads import runs_overview, search_runs
 from engine.config import ALGORITHM_LABELS
 
 # Every page checks access itself, so a page opened by its address never skips the password.
@@ -20,6 +20,7 @@ require_access()
 
 REFRESH_S = 3.0
 store = get_store()
+ss = st.session_state
 st.title("Runs")
 show_flash()
 rows = runs_overview(store)
@@ -56,7 +57,7 @@ def _short_model(model: str) -> str:
 def runs_table(rows) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     """The Runs table as the page shows it: one row per run, text cells empty where nothing is known."""
     return pd.DataFrame([{
-        "ID": r.id, "Name": r.name, "Status": _status(r),
+        "ID": r.id, "Name": r.name + (f" · {', '.join(r.tags)}" if r.tags else ""), "Status": _status(r),
         "Run of": f"{ALGORITHM_LABELS.get(r.algorithm, r.algorithm)} · {_short_model(r.model)}"
                   if r.model not in ("-", "") else ALGORITHM_LABELS.get(r.algorithm, r.algorithm),
         "Progress": (r.last_step / r.total_steps) if r.total_steps else 0.0, "Step": f"{r.last_step}/{r.total_steps}",
@@ -72,6 +73,10 @@ def table_panel() -> None:
     fresh = runs_overview(store)
     if [(r.id, r.status, r.cancel_requested) for r in fresh] != [(r.id, r.status, r.cancel_requested) for r in rows]:
         st.rerun()  # a run was added, claimed, stopped or ended: redraw the page (queue, actions) with it
+    fresh = search_runs(fresh, ss.get("runs.search", ""), ss.get("runs.tags", []))
+    if not fresh:
+        st.info("No run matches the search.", icon=":material/search_off:")
+        return
     event = st.dataframe(runs_table(fresh), hide_index=True, width="stretch", key="runs_table",
                          on_select="rerun", selection_mode="single-row", column_config={
         # Widths that fit a 1400-pixel window beside the sidebar; longer cells show in full on hover.
@@ -99,6 +104,12 @@ def table_panel() -> None:
         open_run(int(fresh[picked[0]].id))
 
 
+s1, s2 = st.columns([3, 2])
+s1.text_input("Search runs", key="runs.search", placeholder="name, notes, tag, algorithm, model, status or #id",
+              help="Every word must appear in the run's name, tags, notes, algorithm, model, status or #id.")
+all_tags = sorted({t for r in rows for t in r.tags}, key=str.lower)
+s2.multiselect("Tags", all_tags, key="runs.tags", help="Runs with all of these tags. Tag a run on its page.",
+               placeholder="any tag" if all_tags else "no run has tags yet")
 table_panel()
 
 queued = sorted((r for r in rows if r.status == "queued"), key=lambda r: r.queue_position or 0)
