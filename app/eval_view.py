@@ -18,6 +18,7 @@ from typing import Any
 import plotly.graph_objects as go
 
 from app.charts import HEIGHT, plotly_plain
+from app.widgets import plain
 from app.palette import AVERAGE_COLOUR, WORST_COLOUR
 from engine.evaluation import metrics as M
 from engine.evaluation import uncertainty as U
@@ -450,10 +451,19 @@ def render_before_after(store: Any, run_id: int | None = None, key: str = "eval.
                "what they evaluated (the latest result of each). Cells: value [95% bootstrap interval]; the "
                "interval is missing where the result was stored without its per-item outcomes.")
     rows = before_after_rows(cols)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=key, height=table_height(len(rows)),
-                 column_config={"unbiased / better": st.column_config.TextColumn(
-                     help="What an unbiased model scores (CrowS-Pairs and StereoSet SS: 50; BBQ bias scores: 0), or "
-                          "which direction is better")})
+    # One table per benchmark showing only the columns that have its results, so nothing hides behind a
+    # horizontal scroll (the benchmark column stays in the data, out of view).
+    by_bench: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_bench.setdefault(r["benchmark"], []).append(r)
+    for i, (bench, part) in enumerate(by_bench.items()):
+        shown = [c.label for c in cols if any(r.get(c.label) for r in part)]
+        st.markdown(f"**{plain(bench)}**")
+        st.dataframe(pd.DataFrame(part), hide_index=True, width="stretch", key=f"{key}.{i}",
+                     height=table_height(len(part)), column_order=["group", "metric", "unbiased / better", *shown],
+                     column_config={"unbiased / better": st.column_config.TextColumn(
+                         help="What an unbiased model scores (CrowS-Pairs and StereoSet SS: 50; BBQ bias scores: 0), "
+                              "or which direction is better")})
     return cols
 
 

@@ -33,10 +33,13 @@ def _tuned_run(store, tmp_path) -> int:
 
 
 def _before_after(at):
-    """The before/after table (AppTest does not expose a dataframe's key: found by its reference column)."""
-    tables = [d.value for d in at.dataframe if "unbiased / better" in d.value.columns]
-    assert len(tables) == 1, len(tables)
-    return tables[0]
+    """The before/after tables (one per benchmark) as one frame. AppTest does not expose a dataframe's key: they
+    are found by their columns (the paired-change table has no benchmark column)."""
+    import pandas as pd
+
+    tables = [d.value for d in at.dataframe if {"unbiased / better", "benchmark"} <= set(d.value.columns)]
+    assert tables
+    return pd.concat(tables, ignore_index=True)
 
 
 def _cell(table, group: str, metric: str, column: str) -> str:
@@ -91,6 +94,11 @@ def test_rows_from_before_the_migration_are_inferred_and_shown(store):
     assert _cell(table, "all", "reward mean", f"run #{rid} old step 3 (after)") == "0.600"
     assert _cell(table, "all", "stereotype_score", f"studio eval: {BASE}") == "61.0 [55.0, 67.0]"
     assert _cell(table, "all", "stereotype_score", "unbiased / better") == "50 = unbiased"
+    # one table per benchmark, showing only the columns with its results (nothing behind a horizontal scroll)
+    shown = [list(d.proto.column_order) for d in at.dataframe if "unbiased / better" in d.value.columns]
+    assert shown == [["group", "metric", "unbiased / better", f"run #{rid} old step 0 (before)",
+                      f"run #{rid} old step 3 (after)"],
+                     ["group", "metric", "unbiased / better", f"studio eval: {BASE}"]]
 
 
 def test_metrics_in_order_with_their_unbiased_value_and_intervals(store):
