@@ -114,7 +114,7 @@ def _layout(fig: go.Figure, title: str, y_title: str, revision: str, *, x_title:
     legend_px = rows * LEGEND_ROW_PX
     fig.update_layout(title={"text": plotly_plain(title), "x": 0.0, "font": {"size": 15}},
                       height=HEIGHT + legend_px, margin={"l": 60, "r": 10, "t": 40, "b": 45 + legend_px},
-                      hovermode="x unified", showlegend=rows > 0,
+                      hovermode="x unified", hoverlabel={"namelength": -1}, showlegend=rows > 0,
                       # below the x-axis title, in the figure's own margin: the two never overlap
                       legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom", "x": 0},
                       xaxis_title=x_title, yaxis_title=plotly_plain(y_title), template="plotly_white",
@@ -261,6 +261,45 @@ def metric_panel_figure(panel: Panel, series: Mapping[str, Series], revision: st
     dashes = {k: "dot" for k in series if worst_vs and k in AVERAGE_KEYS}
     return line_figure(panel.title, series, colours, y_title=panel.y_title, revision=revision,
                        names={k: metric_label(k) for k in series}, dashes=dashes, smoothing=smoothing, log_y=log_y)
+
+
+LINKED_PANEL_PX = 190
+
+
+def linked_figure(panels: Sequence[tuple[Panel, Mapping[str, Series]]], revision: str = "", *,
+                  smoothing: float = 0.0, log_y: bool = False) -> go.Figure:
+    """The metric panels stacked in one figure on one shared step axis, so a hover shows every panel's values
+    at that step (plotly's hoversubplots="axis": the stacked y axes share the x axis itself, not copies of it).
+    Series keep their panel's colours and names; the unified hover label is the legend."""
+    fig = go.Figure()
+    n = len(panels)
+    gap = 0.35 / max(n, 1) if n > 1 else 0.0
+    height = (1.0 - gap * (n - 1)) / max(n, 1)
+    annotations = []
+    steps: list[int] = []
+    for i, (panel, series) in enumerate(panels):
+        axis = "y" if i == 0 else f"y{i + 1}"
+        top = 1.0 - i * (height + gap)
+        sub = metric_panel_figure(panel, series, revision, smoothing=smoothing)
+        for t in sub.data:
+            t.update(xaxis="x", yaxis=axis, showlegend=False)
+            fig.add_trace(t)
+        for s in series.values():
+            steps += [s.steps[0], s.steps[-1]] if s.steps else []
+        fig.update_layout({("yaxis" if i == 0 else f"yaxis{i + 1}"): {
+            "domain": [max(0.0, top - height), top], "title": {"text": plotly_plain(panel.y_title), "font": {"size": 11}},
+            "type": "log" if log_y else "linear", "anchor": "x"}})
+        annotations.append({"text": f"<b>{plotly_plain(panel.title)}</b>", "x": 0, "y": top, "xref": "paper",
+                            "yref": "paper", "xanchor": "left", "yanchor": "bottom", "showarrow": False})
+    fig.update_layout(height=LINKED_PANEL_PX * n + 90, margin={"l": 70, "r": 10, "t": 30, "b": 50},
+                      hovermode="x unified", hoversubplots="axis", hoverlabel={"namelength": -1},
+                      template="plotly_white", uirevision=revision,
+                      annotations=annotations, showlegend=False,
+                      xaxis={"anchor": "y" if n <= 1 else f"y{n}", "title": {"text": "training step"}})
+    fig.update_xaxes(tickformat="d", showspikes=True, spikemode="across", spikethickness=1)
+    if steps and max(steps) - min(steps) <= 10:
+        fig.update_xaxes(dtick=1, tick0=0)
+    return fig
 
 
 def overlay_figure(key: str, series_by_run: Mapping[str, Series], *, smoothing: float = 0.0,

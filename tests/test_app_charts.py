@@ -4,6 +4,8 @@ the summed reward, smoothing and a log scale."""
 
 from __future__ import annotations
 
+import json
+
 from app import charts
 from app.palette import group_colour, group_colours
 from db.reads import Series
@@ -94,3 +96,27 @@ def test_smooth_is_a_debiased_moving_average():
     assert charts.smooth([1.0, None, 1.0], 0.9) == [1.0, None, 1.0]
     out = charts.smooth([0.0, 1.0], 0.5)
     assert out[0] == 0.0 and abs(out[1] - (0.5 * 0.5 * 0 + 0.5 * 1.0) / (0.5 * 0.5 + 0.5)) < 1e-12
+
+
+def test_linked_hover_stacks_the_metric_panels_on_one_step_axis(store):
+    rid = seed_synthetic(store, steps=12)
+    at = _open_run(rid)
+    separate = {t for t in chart_specs(at) if t in ("KL to reference", "Loss")}
+    assert separate == {"KL to reference", "Loss"}
+    at.toggle(key="run.linked").set_value(True).run()
+    assert not at.exception
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    (linked,) = [s for s in specs if s["layout"].get("hoversubplots") == "axis"]
+    panels = [a["text"] for a in linked["layout"]["annotations"]]
+    assert "<b>KL to reference</b>" in panels and "<b>Loss</b>" in panels
+    assert {t["xaxis"] for t in linked["data"]} == {"x"}  # one step axis, so one hover spans them all
+    assert len({t["yaxis"] for t in linked["data"]}) == len(panels)
+    assert linked["layout"]["hovermode"] == "x unified"
+    assert "KL to reference" not in chart_specs(at)  # not drawn twice
+
+
+def test_run_page_headline_numbers_use_friendly_names(store):
+    rid = seed_synthetic(store, steps=3)
+    at = _open_run(rid)
+    labels = [m.label for m in at.metric]
+    assert "Worst group (validation loss (worst group))" in [x.replace("\\", "") for x in labels], labels

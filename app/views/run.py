@@ -114,11 +114,13 @@ with st.expander("Tags and notes" + (f": {plain(', '.join(row.tags))}" if row.ta
                  "page.", height=100)
     st.button("Save tags and notes", key="run.save_notes", on_click=_save_notes, icon=":material/save:")
 
-t1, t2, t3 = st.columns([1, 1, 2])
+t1, t2, t4, t3 = st.columns([1, 1, 1, 2])
 full_res = t1.toggle("Full resolution", key=f"run.full.{run_id}",
                      help="Charts read at most ~2000 points per series (bucket mean with its min-max band). "
                           "Full resolution reads every step: slower on long runs.")
 log_y = t2.toggle("Log scale", key="run.log_y", help="Logarithmic y axes (for losses and KL spanning decades).")
+linked = t4.toggle("Linked hover", key="run.linked", help="The training metrics stacked in one figure on one step "
+                   "axis: hovering a step shows every metric's value there.")
 smoothing = t3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="run.smoothing",
                       help="Exponential moving average of each curve (0: none); the raw points stay drawn faintly.")
 
@@ -155,8 +157,8 @@ def live_panel() -> None:
                                                    and current.status.value == "running" else ""))
     m[1].metric("Step", f"{current.last_step}")
     # Metric keys come from runners and reward names: labels are markdown too.
-    m[2].metric(f"Reward ({plain(r.reward_key)})" if r.reward_key else "Reward", fmt_value(r.reward))
-    m[3].metric(f"Worst group ({plain(r.worst_group_key)})" if r.worst_group_key else "Worst group",
+    m[2].metric(f"Reward ({plain(metric_label(r.reward_key))})" if r.reward_key else "Reward", fmt_value(r.reward))
+    m[3].metric(f"Worst group ({plain(metric_label(r.worst_group_key))})" if r.worst_group_key else "Worst group",
                 fmt_value(r.worst_group))
 
     evs = run_events(store, run_id, limit=200)
@@ -198,8 +200,12 @@ def live_panel() -> None:
                                      revision=rev, **look), "chart.group_loss")
     drawn = [f for f in ("weight", "reward_mean") if cache.groups.get(f)]
     placed, other = charts.assign_panels(list(cache.metrics), drawn_groups=drawn)
+    if linked and placed:
+        _plot(charts.linked_figure([(p, {k: cache.metrics[k] for k in keys}) for p, keys in placed], rev, **look),
+              "chart.linked")
+        st.caption("Hover a step to read every metric there. " + " ".join(p.note for p, _ in placed if p.note))
     cols = st.columns(2)
-    for i, (panel, keys) in enumerate(placed):
+    for i, (panel, keys) in enumerate([] if linked else placed):
         with cols[i % 2]:
             _plot(charts.metric_panel_figure(panel, {k: cache.metrics[k] for k in keys}, rev, **look),
                   f"chart.panel.{panel.title}")
