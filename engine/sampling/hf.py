@@ -223,3 +223,9 @@ class HFSampler:
 
     def close(self) -> None:
         pass
+
+
+def build_hf_sampler(model_path: str, policy: LoadedPolicy, **opts: Any) -> HFSampler:
+    """The registry's entry point (engine.sampling.base.SAMPLERS): HF samples with the policy module itself, so
+    the model folder is not read again."""
+    return HFSampler(policy, **opts)
