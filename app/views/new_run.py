@@ -94,7 +94,24 @@ cls = CONFIG_CLASSES[algorithm]
 forms.seed_state(algorithm)
 st.caption((cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "")
 
-with st.expander("Presets: save or load a config file", icon=":material/save:"):
+def _on_named_preset() -> None:
+    from app.presets import bundled_presets
+
+    chosen = {p.key: p for p in bundled_presets()}.get(ss.get("new.named_preset"))
+    if chosen is not None:
+        _apply_preset(chosen.path.read_bytes(), chosen.label)
+
+
+with st.expander("Presets: the studio's, or save and load your own", icon=":material/save:"):
+    from app.presets import bundled_presets
+
+    named = {p.key: p for p in bundled_presets()}
+    pick, load = st.columns([4, 1], vertical_alignment="bottom")
+    pick.selectbox("Studio presets", list(named), key="new.named_preset",
+                   format_func=lambda k: f"{forms.algorithm_label(named[k].algorithm)}: {named[k].label}",
+                   help="Tested starting points, the same files as examples/*.json for `studio submit`. The CPU "
+                        "presets show an effect on the default model in about an hour on 2 cores.")
+    load.button("Load", key="new.named_preset_load", on_click=_on_named_preset)
     st.file_uploader("Load a preset (JSON)", type=["json"], key="new.preset_file", on_change=_on_preset_upload)
     msg = ss.pop(PRESET_MSG_KEY, None)
     if msg:
