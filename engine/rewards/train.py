@@ -38,7 +38,6 @@ from engine.rewards.bias_model import (
     build_full_folder,
     default_reward_model_dir,
     encode_reward_inputs,
-    read_manifest,
     sha256_file,
     write_marker,
 )
@@ -597,10 +596,6 @@ def train_cli(
     write_marker(target, "trained", {"trained_sha256": sha})
     (target / "training_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
-
-
-def shipped_metrics() -> dict[str, Any]:
-    return read_manifest()["metrics"]
 
 
 if __name__ == "__main__":  # python -m engine.rewards.train OUT [EPOCHS] [--ship]
