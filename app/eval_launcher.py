@@ -160,13 +160,16 @@ def render_jobs(store: Any) -> None:
         done, wanted = job_progress(store, job_id)
         st.markdown(f"Status: {status_badge(job.status.value)}"
                     + (f" · {plain(job.error, multiline=True)}" if job.error else ""))
+        evs = run_events(store, job_id, limit=8)
         text = f"{done} of {wanted} benchmark(s) done"
         if job.status.value == "queued":
             text += " · waiting for the engine"
         elif job.status.value == "running":
             text += " · running"
+            latest = next((e.message for e in evs if e.message.endswith(" scored")), None)  # newest first
+            if latest:
+                text += f" · {plain(latest)}"
         st.progress(done / wanted if wanted else 0.0, text=text)
-        evs = run_events(store, job_id, limit=8)
         if evs:
             st.dataframe(pd.DataFrame([{"time": e.time.strftime("%H:%M:%S"), "message": e.message} for e in evs]),
                          hide_index=True, width="stretch", key=f"eval.job_events.{job_id}")

@@ -8,11 +8,11 @@ import json
 from sqlalchemy import update
 
 from db.models import Run, RunStatus
-from db.queue import list_runs
+from db.queue import add_event, list_runs
 from db.writes import record_checkpoint, record_evaluation
 from engine.config import parse_config
 from engine.submission import submit_run
-from tests.app_helpers import open_page, texts
+from tests.app_helpers import open_page, shown_text, texts
 
 
 def _tuned(store, tmp_path) -> int:
@@ -47,8 +47,11 @@ def test_launcher_queues_an_eval_job_of_a_run_checkpoint(store, tmp_path):
                       metrics={"mean": 0.81, "worst_group": 0.7, "age/mean": 0.7, "race/mean": 0.9,
                                "ci": {"mean": [0.78, 0.84]}}, step=1, evaluated_model="embedded:smollm2-135m-instruct",
                       evaluated_run_id=rid, evaluated_step=7, model_path="/x", source="job")
+    with store.write() as s:
+        add_event(s, job.id, "crows_pairs: 16/80 scored")
     at = open_page("views/compare.py")
-    assert "1 of 2 benchmark(s) done · running" in [p.proto.text for p in at.get("progress")]
+    assert "1 of 2 benchmark(s) done · running · crows_pairs: 16/80 scored" in [
+        shown_text(p.proto.text) for p in at.get("progress")]  # the event as plain text (markdown escaped)
     results = next(d.value for d in at.dataframe if f"eval job #{job.id}: run #{rid} tuned step 7" in d.value.columns)
     row = results[(results["group"] == "all") & (results["metric"] == "mean")].iloc[0]
     assert row[f"eval job #{job.id}: run #{rid} tuned step 7"] == "0.810 [0.780, 0.840]"

@@ -42,6 +42,10 @@ def test_cli_and_job_evaluations_record_model_run_step_and_path(store, tmp_path,
     assert (cli_run.source, cli_run.evaluated_model, cli_run.evaluated_run_id, cli_run.evaluated_step) == (
         "cli", base, run_id, 7)
     assert cli_run.model_path and cli_run.model_path != base and f"run-{run_id}" in cli_run.model_path
+    # the job reports its progress within a benchmark on its event log (what the launcher shows)
+    from db.reads import run_events
+
+    assert "perplexity: 2/2 scored" in [e.message for e in run_events(store, job)]
     # the queued job owns its row (run_id = the job) and says what it evaluated
     assert (by_job.run_id, by_job.source, by_job.evaluated_model, by_job.evaluated_run_id, by_job.evaluated_step,
             by_job.model_path) == (job, "job", base, run_id, 7, cli_run.model_path)

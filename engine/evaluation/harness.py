@@ -74,15 +74,19 @@ class EvalSettings:
     generation_batch: int = 16
     device: str = "auto"
     progress: bool = True
+    # called as report(desc, done, total) at every 10% of each scoring or generation pass (an eval job writes
+    # it to its event log, which the app shows while the job runs)
+    report: Callable[[str, int, int], None] | None = None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 class Progress:
     """tqdm when installed (transformers brings it), else a line per 10% on stderr."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True):
+    def __init__(self, total: int, desc: str, enabled: bool = True,
+                 report: Callable[[str, int, int], None] | None = None):
         self.total, self.desc, self.done, self._bar, self._last = total, desc, 0, None, -1
-        self.enabled = enabled
+        self.enabled, self.report, self._reported = enabled, report, 0
         if enabled:
             try:
                 from tqdm.auto import tqdm
@@ -93,6 +97,11 @@ class Progress:
 
     def update(self, n: int) -> None:
         self.done += n
+        if self.report is not None and self.total:
+            tenth = 10 * self.done // self.total
+            if tenth > self._reported:
+                self._reported = tenth
+                self.report(self.desc, self.done, self.total)
         if self._bar is not None:
             self._bar.update(n)
         elif self.enabled and self.total:
@@ -144,7 +153,7 @@ def balanced_sample(items: Sequence[T], group_of: Callable[[T], str], key_of: Ca
 def _score(policy: Any, requests: list[tuple[list[int], list[int]]], settings: EvalSettings, desc: str):
     from engine.evaluation.scoring import score_continuations
 
-    bar = Progress(len(requests), desc, settings.progress)
+    bar = Progress(len(requests), desc, settings.progress, settings.report)
     try:
         return score_continuations(policy.model, requests, pad_id=policy.tokenizer.pad_token_id,
                                    token_budget=settings.token_budget, progress=bar.update)
@@ -285,7 +294,7 @@ def generate_greedy(policy: Any, prompts: list[str], settings: EvalSettings, des
     from engine.sampling.base import make_sampler
 
     sampler = make_sampler("hf", policy.model_path, policy)
-    bar = Progress(len(prompts), desc, settings.progress)
+    bar = Progress(len(prompts), desc, settings.progress, settings.report)
     texts: list[str] = []
     try:
         for start in range(0, len(prompts), settings.generation_batch):

@@ -37,7 +37,10 @@ def execute(ctx: RunContext) -> None:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in headline(res).items() if math.isfinite(v))
         ctx.event(f"{res.benchmark}: {shown} ({res.seconds:.0f} s)")
 
-    settings = EvalSettings(limit=cfg.limit, seed=cfg.seed, progress=False)
+    def report(desc: str, done: int, total: int) -> None:
+        ctx.event(f"{desc}: {done}/{total} scored")
+
+    settings = EvalSettings(limit=cfg.limit, seed=cfg.seed, progress=False, report=report)
     results = evaluate_model(model.path, list(cfg.benchmarks), settings, on_result=store, should_stop=ctx.should_stop)
     if len(results) < len(cfg.benchmarks):
         return  # stopped between benchmarks: the run process marks it cancelled / handed back
