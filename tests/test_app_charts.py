@@ -119,4 +119,6 @@ def test_run_page_headline_numbers_use_friendly_names(store):
     rid = seed_synthetic(store, steps=3)
     at = _open_run(rid)
     labels = [m.label for m in at.metric]
-    assert "Worst group (validation loss (worst group))" in [x.replace("\\", "") for x in labels], labels
+    assert "Worst group (val. loss)" in [x.replace("\\", "") for x in labels], labels
+    (worst,) = [m for m in at.metric if m.label.startswith("Worst group")]
+    assert "validation loss (worst group)" in worst.help.replace("\\", "")

@@ -25,7 +25,7 @@ def test_side_by_side_columns_and_group_summary(store, tmp_path):
     summary = next(d.value for d in at.dataframe if "B - A" in d.value.columns)
     # per group, then all groups and each model's worst group (issue 18 item 7)
     assert list(summary["group"]) == ["gender", "race", "all groups", "worst group (A: gender, B: gender)"]
-    assert list(summary["prompts"])[:3] == [2, 1, 3]
+    assert list(summary["prompts"]) == ["2", "1", "3", ""]  # no "None" in the worst-group row
     assert all(abs(x - 0.5) < 1e-9 for x in summary["B - A"])
     assert list(summary["B scored higher"]) == ["2 of 2", "1 of 1", "3 of 3", ""]  # counts say of how many
     assert any("Only one prompt in 1 group(s) (race)" in w.value for w in at.warning)

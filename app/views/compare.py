@@ -54,8 +54,9 @@ def model_label(store, model: str, at) -> str:  # type: ignore[no-untyped-def]
 
 def summary_rows(summary, label_a: str, label_b: str) -> list[dict]:  # type: ignore[no-untyped-def]
     """Per group, then all groups together and each model's worst group."""
-    def row(group: str, n: object, a: float | None, b: float | None, higher: str) -> dict:
-        return {"group": group, "prompts": n, f"A: {label_a}": a, f"B: {label_b}": b,
+    def row(group: str, n: int | None, a: float | None, b: float | None, higher: str) -> dict:
+        # counts as text: the worst-group row has none, and an empty number cell would read "None"
+        return {"group": group, "prompts": "" if n is None else str(n), f"A: {label_a}": a, f"B: {label_b}": b,
                 "B - A": None if a is None or b is None else b - a, "B scored higher": higher}
 
     out = [row(s.group, s.n, s.mean_a, s.mean_b, f"{s.b_better} of {s.n}") for s in summary]

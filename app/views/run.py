@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import charts, eval_view
 from app.auth import require_access
-from app.labels import metric_label
+from app.labels import metric_label, short_label
 from app.live import ChartCache, refresh, setup_status
 from app.palette import group_colours
 from app.state import CLONE_KEY, RUN_KEY, flash, get_store, show_flash
@@ -157,9 +157,9 @@ def live_panel() -> None:
                                                    and current.status.value == "running" else ""))
     m[1].metric("Step", f"{current.last_step}")
     # Metric keys come from runners and reward names: labels are markdown too.
-    m[2].metric(f"Reward ({plain(metric_label(r.reward_key))})" if r.reward_key else "Reward", fmt_value(r.reward))
-    m[3].metric(f"Worst group ({plain(metric_label(r.worst_group_key))})" if r.worst_group_key else "Worst group",
-                fmt_value(r.worst_group))
+    m[2].metric("Reward", fmt_value(r.reward), help=plain(metric_label(r.reward_key)) if r.reward_key else None)
+    m[3].metric(f"Worst group ({plain(short_label(r.worst_group_key))})" if r.worst_group_key else "Worst group",
+                fmt_value(r.worst_group), help=plain(metric_label(r.worst_group_key)) if r.worst_group_key else None)
 
     evs = run_events(store, run_id, limit=200)
     setup = setup_status(evs, current, last_step_written=last_metric_time(store, run_id))
