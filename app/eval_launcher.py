@@ -75,7 +75,7 @@ def _queue(store: Any) -> None:
     st.session_state[PROBLEMS_KEY] = problems
     if job_id is not None:
         st.session_state[JOB_KEY] = job_id
-        flash(f"Evaluation #{job_id} queued: the engine scores {data['model']} on "
+        flash(f"Evaluation #{job_id} queued: the engine scores {plain(data['model'])} on "
               f"{', '.join(eval_view.BENCHMARK_LABELS.get(b, b) for b in data['benchmarks'])}.")
 
 

@@ -71,6 +71,17 @@ def test_launcher_queues_a_base_model_and_refuses_no_benchmark(store):
     assert (cfg["model"], cfg["benchmarks"]) == ("embedded:smollm2-135m-instruct", ["perplexity"])
 
 
+def test_a_typed_model_name_is_shown_as_typed(store):
+    """A hub id may hold markdown-significant characters: the queued message shows them, not their markup."""
+    at = open_page("views/compare.py")
+    at.text_input(key="eval.new.other").set_value("org/__bold__").run()
+    at.button(key="eval.new.submit").click().run()
+    assert not at.exception, at.exception
+    (job,) = [r for r in list_runs(store) if r.algorithm == "eval"]
+    assert json.loads(job.config_json)["model"] == "org/__bold__"
+    assert any("the engine scores org/__bold__ on" in shown_text(m.value) for m in at.success)
+
+
 def test_launcher_queues_an_earlier_checkpoint_as_run_id_at_step(store, tmp_path):
     rid = _tuned(store, tmp_path)
     at = open_page("views/compare.py")
