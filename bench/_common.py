@@ -249,6 +249,12 @@ class BenchContext:
     def event(self, message: str, level: str = "info") -> None:
         print(f"[{self.name} {level}] {message}", flush=True)
 
+    def setup(self, what: str) -> None:
+        self.event(f"setup: {what}")
+
+    def setup_done(self, start: int) -> None:
+        self.event(f"setup done: training from step {start + 1}")
+
     def record_evaluation(self, *args: Any, **kwargs: Any) -> int:
         return 0
 
