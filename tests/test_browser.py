@@ -344,4 +344,9 @@ def test_run_and_runs_pages_follow_the_store_without_a_reload(tmp_path, browser)
         pg.mouse.click(box["x"] + 12, box["y"] + 35 + 17)
         pg.wait_for_url(f"**/run?run={rid}", timeout=30_000)  # (pg.url only moves while playwright is called)
         pg.locator("h3", has_text=f"#{rid} live run").wait_for()
+        # Back on the Runs page, the old selection does not open the run again.
+        pg.get_by_role("link", name="Runs").first.click()
+        pg.get_by_role("heading", name="Actions").wait_for()
+        pg.wait_for_timeout(4000)
+        assert pg.get_by_role("heading", name="Actions").count() == 1 and "/run" not in pg.url
         ctx_b.close()
