@@ -77,6 +77,10 @@ def test_overlay_and_evaluations(store):
     at.selectbox(key="cmp.overlay_key").set_value("train/loss").run()
     spec = chart_specs(at)["training loss across runs"]  # the friendly name of train/loss
     assert sorted(len(t["x"]) for t in spec["data"]) == [5, 8]
+    at.toggle(key="cmp.overlay_log").set_value(True).run()
+    at.slider(key="cmp.overlay_smoothing").set_value(0.5).run()
+    spec = chart_specs(at)["training loss across runs"]
+    assert spec["layout"]["yaxis"]["type"] == "log" and any(t["name"].endswith("(raw)") for t in spec["data"])
     pivot = next(d.value for d in at.dataframe if "unbiased / better" in d.value.columns)
     row = pivot[pivot["metric"] == "bias_score"].iloc[0]
     # an old row of a run's checkpoint and one of the base model: a column each, labelled by what they evaluated

@@ -191,10 +191,14 @@ with tab_overlay:
         elif not keys:
             st.info("These runs have no metric in common: pick runs of the same algorithm family.")
         else:
-            key = st.selectbox("Metric", keys, key="cmp.overlay_key", format_func=metric_label)
+            k1, k2, k3 = st.columns([3, 1, 2])
+            key = k1.selectbox("Metric", keys, key="cmp.overlay_key", format_func=metric_label)
+            log_y = k2.toggle("Log scale", key="cmp.overlay_log")
+            smoothing = k3.slider("Smoothing", 0.0, 0.99, 0.0, 0.01, key="cmp.overlay_smoothing",
+                                  help="Exponential moving average of each run's curve (0: none).")
             series = overlay_series(store, picked, key)
-            st.plotly_chart(charts.overlay_figure(key, {names[rid]: s for rid, s in series.items()}),
-                            key="cmp.overlay_chart")
+            st.plotly_chart(charts.overlay_figure(key, {names[rid]: s for rid, s in series.items()},
+                                                  smoothing=smoothing, log_y=log_y), key="cmp.overlay_chart")
 
 with tab_eval:
     evs = evaluations(store)
