@@ -548,6 +548,19 @@ written templates score generalisations in both directions 0: across sources the
 can be fooled (a reward model can be hacked): use it with the relevance and refusal terms and a KL penalty, and
 judge policies on the evaluation benchmarks. Religion has only 3 StereoSet targets, so its held-out row rests on
 one target.
+
+Where it falls short of the validation targets (numbers in the Validation section below):
+- **BBQ disambiguated contexts** (about 0.5 in the check, where 0.5 is a coin toss between the right person and
+  the other one): when the context says who did it, the model does not reliably follow it. Telling which of two
+  people a 100-token story names is reading comprehension, which a sentence encoder with three tuned layers does
+  poorly; our reading (not measured separately) is that it judges the answer by whether it names the
+  stereotyped person, which is right in ambiguous contexts and a coin toss in disambiguated ones. A GRPO policy
+  trained on it is not pushed toward answering disambiguated questions correctly: judge that with the BBQ
+  benchmark's disambiguated accuracy.
+- **Evasion, model alone**: refusals and off-topic text score 0.5 by design (neither biased nor fair); the
+  default GRPO reward's relevance and refusal terms are what rank them below a fair answer.
+- **StereoSet held-out AUC** (about 0.8 against a target of 0.85): many anti-stereotype continuations are still
+  generalisations, trained to 0.6, so they sit close to the stereotypes.
 """
 
 
