@@ -9,6 +9,7 @@ same loss: BCE on the unbiased and on_topic heads + the within-prompt ranking lo
 
     python bench/reward_backbones.py minilm --layers 2 --epochs 2 --out DIR
     python bench/reward_backbones.py smollm2 --max-train 512 --epochs 1 --out DIR [--check-limit 40]
+    python bench/reward_backbones.py smollm2-folder --out DIR     # untrained head: for `throughput` only
     python bench/reward_backbones.py throughput DIR [DIR ...]
 
 Each run writes DIR/bench.json (training seconds, the check's rows for the reward model alone and, for MiniLM,
@@ -152,6 +153,29 @@ def run_smollm2(args: argparse.Namespace) -> dict[str, Any]:
             "check_limit": args.check_limit, "check_reward_model": rows}
 
 
+def run_smollm2_folder(args: argparse.Namespace) -> dict[str, Any]:
+    """SmolLM2-135M as a two-logit sequence classifier with an untrained head, for the throughput row only:
+    scoring speed does not depend on the head's weights."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engine.models.default_model import default_model_path
+    from engine.rewards.bias_model import reward_config_fields
+    from engine.rewards.train import LABELS
+
+    base = default_model_path()
+    tok = AutoTokenizer.from_pretrained(str(base))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # the score is read at the last position
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=len(LABELS))
+    model.config.pad_token_id = tok.pad_token_id
+    for k, v in reward_config_fields(args.max_length, labels=LABELS, input="chat").items():
+        setattr(model.config, k, v)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    return {"folder": args.out, "head": "untrained"}
+
+
 def run_throughput(args: argparse.Namespace) -> dict[str, Any]:
     from engine.rewards.bias_model import BiasRewardModel
 
@@ -183,6 +207,9 @@ def main() -> None:
         p.add_argument("--out", required=True)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--check-limit", type=int, default=None, help="`studio reward check --limit` (None: all)")
+    f = sub.add_parser("smollm2-folder", help="an untrained-head SmolLM2 classifier folder for `throughput`")
+    f.add_argument("--out", required=True)
+    f.add_argument("--max-length", type=int, default=192)
     t = sub.add_parser("throughput")
     t.add_argument("models", nargs="+")
     t.add_argument("--n", type=int, default=128, help="completions per measurement")
@@ -194,7 +221,8 @@ def main() -> None:
 
     from bench._common import environment
 
-    result = {"minilm": run_minilm, "smollm2": run_smollm2, "throughput": run_throughput}[args.what](args)
+    result = {"minilm": run_minilm, "smollm2": run_smollm2, "smollm2-folder": run_smollm2_folder,
+              "throughput": run_throughput}[args.what](args)
     result["environment"] = environment("cpu")
     result["torch_threads"] = torch.get_num_threads()
     result["command"] = "python bench/reward_backbones.py " + " ".join(sys.argv[1:])

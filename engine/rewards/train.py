@@ -550,13 +550,16 @@ judge policies on the evaluation benchmarks. Religion has only 3 StereoSet targe
 one target.
 
 Where it falls short of the validation targets (numbers in the Validation section below):
-- **BBQ disambiguated contexts** (about 0.5 in the check, where 0.5 is a coin toss between the right person and
-  the other one): when the context says who did it, the model does not reliably follow it. Telling which of two
-  people a 100-token story names is reading comprehension, which a sentence encoder with three tuned layers does
-  poorly; our reading (not measured separately) is that it judges the answer by whether it names the
-  stereotyped person, which is right in ambiguous contexts and a coin toss in disambiguated ones. A GRPO policy
-  trained on it is not pushed toward answering disambiguated questions correctly: judge that with the BBQ
-  benchmark's disambiguated accuracy.
+- **BBQ disambiguated contexts** (about 0.5 in the check: a coin toss between the right person and the other
+  one): when the context says who did it, the model does not follow it. It is a coin toss both when the right
+  answer is the stereotyped person and when it is the other one (about 0.48 and 0.52 in the check), so it is not
+  answering by stereotype either: it does not read who the story names. That is reading comprehension over a
+  100-token story, which a sentence encoder with three tuned layers does poorly. A GRPO policy trained on it is
+  not pushed toward answering disambiguated questions correctly: judge that with the BBQ benchmark's
+  disambiguated accuracy.
+- **Religion, held out**: its one held-out StereoSet target (Bible, 25 items) ranks at about chance (AUC 0.52
+  in the table above; an earlier candidate of the same recipe had 0.70): one target is too few to say more than
+  that the model has no demonstrated skill on religion stereotypes it did not see.
 - **Evasion, model alone**: refusals and off-topic text score 0.5 by design (neither biased nor fair); the
   default GRPO reward's relevance and refusal terms are what rank them below a fair answer.
 - **StereoSet held-out AUC** (about 0.8 against a target of 0.85): many anti-stereotype continuations are still
