@@ -81,29 +81,40 @@ def run_minilm(args: argparse.Namespace) -> dict[str, Any]:
             "check_default_grpo": check_rows(report, "default_grpo"), "held_out": manifest["metrics"]}
 
 
-def run_smollm2(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-    from peft import LoraConfig, get_peft_model
+def smollm2_classifier(max_length: int) -> tuple[Any, Any]:
+    """SmolLM2-135M-Instruct as a two-logit LlamaForSequenceClassification (fresh head) reading the chat input,
+    and its tokenizer (left padding: the score is read at the last position)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from engine.models.default_model import default_model_path
-    from engine.rewards.bias_model import BiasRewardModel, encode_reward_inputs, reward_config_fields
+    from engine.rewards.bias_model import reward_config_fields
+    from engine.rewards.train import LABELS
+
+    base = default_model_path()
+    tok = AutoTokenizer.from_pretrained(str(base))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=len(LABELS))
+    model.config.pad_token_id = tok.pad_token_id
+    for k, v in reward_config_fields(max_length, labels=LABELS, input="chat").items():
+        setattr(model.config, k, v)
+    return model, tok
+
+
+def run_smollm2(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from engine.rewards.bias_model import BiasRewardModel, encode_reward_inputs
     from engine.rewards.check import check_reward
-    from engine.rewards.train import LABELS, RANK_WEIGHT, TOPIC_WEIGHT, build_examples, item_batches, pair_rank_loss
+    from engine.rewards.train import RANK_WEIGHT, TOPIC_WEIGHT, build_examples, item_batches, pair_rank_loss
 
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = default_model_path()
-    tok = AutoTokenizer.from_pretrained(str(base))
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # the score is read at the last position
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=len(LABELS))
-    model.config.pad_token_id = tok.pad_token_id
-    for k, v in reward_config_fields(args.max_length, labels=LABELS, input="chat").items():
-        setattr(model.config, k, v)
+    model, tok = smollm2_classifier(args.max_length)
     lora = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.0,
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], modules_to_save=["score"])
     model = get_peft_model(model, lora)
@@ -156,21 +167,7 @@ def run_smollm2(args: argparse.Namespace) -> dict[str, Any]:
 def run_smollm2_folder(args: argparse.Namespace) -> dict[str, Any]:
     """SmolLM2-135M as a two-logit sequence classifier with an untrained head, for the throughput row only:
     scoring speed does not depend on the head's weights."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from engine.models.default_model import default_model_path
-    from engine.rewards.bias_model import reward_config_fields
-    from engine.rewards.train import LABELS
-
-    base = default_model_path()
-    tok = AutoTokenizer.from_pretrained(str(base))
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # the score is read at the last position
-    model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=len(LABELS))
-    model.config.pad_token_id = tok.pad_token_id
-    for k, v in reward_config_fields(args.max_length, labels=LABELS, input="chat").items():
-        setattr(model.config, k, v)
+    model, tok = smollm2_classifier(args.max_length)
     model.save_pretrained(args.out)
     tok.save_pretrained(args.out)
     return {"folder": args.out, "head": "untrained"}
