@@ -55,7 +55,8 @@ def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
               "ready = pathlib.Path(sys.argv[3])\n(ready / sys.argv[2]).touch()\n"
               "while len(list(ready.iterdir())) < 2: time.sleep(0.01)\n"
               "while (run := queue.claim_next_run(store, sys.argv[2])) is not None:\n"
-              "    print(run.id, flush=True)\n")
+              "    print(run.id, flush=True)\n"
+              "    time.sleep(0.005)\n")  # a worker works between claims; without it a fast machine lets one take all
     ready = tmp_path / "ready"
     ready.mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", script, db_url, f"w{i}", str(ready)], cwd=ROOT,
@@ -155,23 +156,25 @@ def test_stale_run_is_marked_failed_with_the_reason(store, db_url):
 
 
 def test_stale_run_is_requeued_and_resumes_from_its_checkpoint(store, db_url):
-    run_id = submit_run(store, synthetic(60, checkpoint_every=5))
+    # Long enough that a fast machine cannot finish it between the first checkpoint and the kills below.
+    steps = 400
+    run_id = submit_run(store, synthetic(steps, checkpoint_every=5))
     engine = start_engine(db_url)
-    wait_for(lambda: queue.latest_checkpoint(store, run_id) is not None, what="a checkpoint")
-    engine.kill()  # the whole engine dies without a word: its child keeps going until we kill it too
-    engine.wait()
+    wait_for(lambda: queue.latest_checkpoint(store, run_id) is not None, interval=0.02, what="a checkpoint")
     pid = queue.get_run(store, run_id).pid
+    engine.kill()  # the whole engine dies without a word: its child keeps going until we kill it too
     if pid:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    engine.wait()
     assert status(store, run_id) == RunStatus.running  # left behind by the dead engine
     _make_stale(store, run_id)
     assert run_cli("engine", "--once", "--db", db_url).returncode == 0
     run = queue.get_run(store, run_id)
     assert run.status == RunStatus.completed and run.attempts == 2
-    assert [s for s, _ in series(store, run_id, "train/loss")] == list(range(1, 61))
+    assert [s for s, _ in series(store, run_id, "train/loss")] == list(range(1, steps + 1))
 
 
 def test_readers_never_see_database_is_locked_while_the_worker_writes(store, db_url):
