@@ -149,3 +149,25 @@ def test_eval_job_defaults_to_the_full_bundled_sets():
     everything, _ = bbq_items(EvalSettings(limit=0))
     assert len(bbq_items(EvalSettings(limit=cfg.limit, seed=cfg.seed))[0]) == len(everything) == 180
     assert len(bbq_items(EvalSettings(limit=24))[0]) == 24
+
+
+def test_eval_show_prints_a_runs_own_held_out_evaluation(store, capsys):
+    """A training run stores its held-out reward under "reward/..." keys (heldout_result_block); eval-show must
+    print those numbers, not an empty table."""
+    from db.writes import record_evaluation
+    from engine.evaluation.harness import heldout_result_block
+
+    values = [0.2, 0.4, 0.9, 1.1, 0.6, 0.8]
+    groups = ["age", "age", "gender", "gender", "race", "race"]
+    prompts = [f"prompt {i}" for i in range(6)]
+    metrics = {"reward/mean": sum(values) / 6, "reward/age": 0.3, "reward/gender": 1.0, "reward/race": 0.7,
+               "kl": 0.0012, "completion/len_mean": 40.0,
+               **heldout_result_block(values, groups, prompts, ["an answer"] * 6, n_boot=200)}
+    ev = record_evaluation(store, run_id=None, model="m", benchmark="heldout_reward", dataset_version="v",
+                           metrics=metrics, source="run")
+    show_cli(store, [ev])
+    out = capsys.readouterr().out
+    assert "heldout_reward: 6 items" in out
+    all_row = next(line for line in out.splitlines() if line.startswith("| all |"))
+    assert "0.667 [" in all_row and "0.300" in all_row and "0.001" in all_row  # mean with interval, worst, kl
+    assert "| age | 2 | 0.300 [" in out and "| gender | 2 | 1.000 [" in out

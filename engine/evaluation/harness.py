@@ -362,7 +362,9 @@ def heldout_result_block(values: Sequence[float], groups: Sequence[str], prompts
     the answers."""
     table = M.reward_table(list(values), list(groups), list(prompts), refused=refusals(completions))
     block = U.result_block(table, n_boot, seed, level) if n_boot else {"items": table.encode()}
-    block["refusal_rate"] = M.compute(table)["refusal_rate"]
+    stats = M.compute(table)
+    block["refusal_rate"] = stats["refusal_rate"]
+    block["reward/worst_group"] = stats["worst_group"]  # the value its interval belongs to, for eval-show
     rename = {"mean": "reward/mean", "worst_group": "reward/worst_group", "refusal_rate": "refusal_rate",
               **{f"{g}/mean": f"reward/{g}" for g in set(groups)}}
     if "ci" in block:
@@ -456,8 +458,18 @@ HEADLINE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig"),
 TABLE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate"),
          "crows_pairs": ("stereotype_score", "stereo_score", "antistereo_score"),
          "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
-         "reward": ("mean", "worst_group", "refusal_rate"), "perplexity": ("perplexity", "nll_per_token")}
-DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2}  # the rest are percentages: one decimal
+         "reward": ("mean", "worst_group", "refusal_rate"), "perplexity": ("perplexity", "nll_per_token"),
+         # a training run's own held-out evaluation (heldout_result_block): its keys carry a "reward/" prefix
+         "heldout_reward": ("reward/mean", "reward/worst_group", "refusal_rate", "kl", "completion/len_mean")}
+DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2, "heldout_reward": 3}  # the rest are percentages: one decimal
+
+
+def _group_key(benchmark: str, group: str, col: str) -> str:
+    """Where a group's figure for a table column is stored: "<group>/<col>", except the held-out evaluation's
+    per-group mean, which is "reward/<group>" (and it keeps no other per-group figure)."""
+    if benchmark == "heldout_reward":
+        return f"reward/{group}" if col == "reward/mean" else ""
+    return f"{group}/{col}"
 
 
 def headline(res: BenchmarkResult) -> dict[str, float]:
@@ -482,6 +494,10 @@ def _count(metrics: dict[str, Any], benchmark: str, prefix: str = "") -> str:
         return f"{a + d:.0f} ({a:.0f} ambig)" if a is not None and d is not None else ""
     n = metrics.get(prefix + "n")
     return f"{n:.0f}" if isinstance(n, (int, float)) and math.isfinite(n) else ""
+
+
+def _total(res: BenchmarkResult) -> str:
+    return _count(res.metrics, res.benchmark) or (str(len(res.items)) if res.items is not None else "")
 
 
 def _group_counts(res: BenchmarkResult) -> dict[str, str]:
@@ -538,16 +554,16 @@ def format_result(res: BenchmarkResult) -> str:
     """A benchmark's result as a Markdown table: every table metric with its interval, overall and per group."""
     cols, digits = TABLE.get(res.benchmark, tuple(headline(res))), DIGITS.get(res.benchmark, 1)
     boot = res.metrics.get("bootstrap") or {}
-    title = f"{res.benchmark}: {_count(res.metrics, res.benchmark)} items, {res.seconds:.0f} s"
+    title = f"{res.benchmark}: {_total(res)} items, {res.seconds:.0f} s"
     if boot:
         title += f"; {100 * boot['level']:.0f}% bootstrap intervals ({boot['n_boot']} item resamples, seed {boot['seed']})"
     lines = [title, "", "| group | n | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|",
-             "| all | " + _count(res.metrics, res.benchmark) + " | "
+             "| all | " + _total(res) + " | "
              + " | ".join(_cell(res.metrics, c, digits) for c in cols) + " |"]
     counts = _group_counts(res)
     for g in _groups(res):
         lines.append(f"| {g} | {_count(res.metrics, res.benchmark, g + '/') or counts.get(g, '')} | "
-                     + " | ".join(_cell(res.metrics, f"{g}/{c}", digits) for c in cols) + " |")
+                     + " | ".join(_cell(res.metrics, _group_key(res.benchmark, g, c), digits) for c in cols) + " |")
     return "\n".join(lines)
 
 
