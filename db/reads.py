@@ -92,8 +92,9 @@ def _read_series(store: Store, name_col: Any, value_col: Any, step_col: Any, whe
                              .order_by(name_col, step_col))
             return _series_rows(rows, downsampled=False)
         width = bucket_width(first, last, max_points)
-        # Integer division on integers in both SQLite and PostgreSQL; the cast makes that explicit.
-        bucket = cast((step_col - first) / width, Integer).label("bucket")
+        # Floor division (`//`): SQLAlchemy renders `/` as true division, and PostgreSQL's cast of that numeric
+        # to an integer rounds where SQLite's truncates, which would cut one bucket more than the budget.
+        bucket = cast((step_col - first) // width, Integer).label("bucket")
         rows = s.execute(select(name_col, func.max(step_col), func.avg(value_col), func.min(value_col),
                                 func.max(value_col)).where(*where).group_by(name_col, bucket)
                          .order_by(name_col, bucket))

@@ -1,7 +1,12 @@
-"""Shared fixtures: every test gets its own studio home and SQLite file, so tests never touch a user's store."""
+"""Shared fixtures: every test gets its own studio home and database, so tests never touch a user's store.
+
+The database is a SQLite file unless the test is marked ``backends(...)``: it then runs once per backend named,
+on PostgreSQL in a fresh database of a throw-away server started once per session (tests/postgres_server.py).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,9 +31,50 @@ def studio_home(tmp_path, monkeypatch):
     return home
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("backends")
+    if marker is None or "backend" not in metafunc.fixturenames:
+        return
+    unknown = set(marker.args) - set(BACKENDS)
+    if unknown or not marker.args:
+        raise pytest.UsageError(f"backends({', '.join(marker.args)}): name one or more of {', '.join(BACKENDS)}")
+    metafunc.parametrize("backend", list(marker.args), indirect=True)
+
+
 @pytest.fixture
-def db_url(studio_home):
-    return f"sqlite:///{studio_home / 'studio.db'}"
+def backend(request):
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.postgres_server import REQUIRE_ENV, Cluster, Unavailable
+
+    try:
+        import psycopg  # noqa: F401
+
+        cluster = Cluster()
+    except (ImportError, Unavailable) as e:
+        reason = f"no PostgreSQL server for the postgresql variants: {e}"
+        if os.environ.get(REQUIRE_ENV) == "require":
+            pytest.fail(f"{reason} ({REQUIRE_ENV}=require)", pytrace=False)
+        pytest.skip(reason)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def db_url(backend, studio_home, request):
+    if backend == "sqlite":
+        yield f"sqlite:///{studio_home / 'studio.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
 
 
 @pytest.fixture

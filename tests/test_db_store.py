@@ -1,13 +1,12 @@
-"""The store: pragmas, migrations on empty and existing databases, schema = models, batched step writes."""
+"""The store: pragmas, migrations on empty and existing databases, schema = models, batched step writes; on SQLite
+and on PostgreSQL (a throw-away server, see tests/conftest.py)."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select, text
+from sqlalchemy import create_engine, func, select, text
 
 from db.migrate import current_revision
 from db.models import Base, GroupStat, MetricPoint, Run, RunStatus, Sample
@@ -16,7 +15,10 @@ from db.writes import truncate_after, write_step
 from engine.config import SyntheticConfig
 from engine.submission import submit_run
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
+
+@pytest.mark.backends("sqlite")
 def test_sqlite_pragmas_on_every_connection(store):
     for engine in (store.read_engine, store.write_engine):
         with engine.connect() as c:
@@ -43,14 +45,13 @@ def test_upgrade_on_an_existing_database_keeps_its_data(db_url, store):
     assert current_revision(again) == current_revision(store)
 
 
-def test_migration_from_a_bare_pre_alembic_file_fails_loudly(tmp_path):
-    path = tmp_path / "odd.db"
-    con = sqlite3.connect(path)
-    con.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY)")
-    con.commit()
-    con.close()
+def test_migration_from_a_bare_pre_alembic_database_fails_loudly(db_url):
+    foreign = create_engine(db_url)
+    with foreign.begin() as c:
+        c.execute(text("CREATE TABLE runs (id INTEGER PRIMARY KEY)"))
+    foreign.dispose()
     with pytest.raises(Exception):
-        Store(f"sqlite:///{path}")  # a foreign 'runs' table is never silently adopted
+        Store(db_url)  # a foreign 'runs' table is never silently adopted
 
 
 def test_foreign_keys_are_enforced(store):
@@ -84,6 +85,7 @@ def test_truncate_after_drops_only_later_steps(store):
         assert s.get(Run, run_id).last_step == 3
 
 
+@pytest.mark.backends("sqlite")
 def test_series_since_step_is_served_by_the_covering_index(store):
     with store.read_engine.connect() as c:
         plan = c.exec_driver_sql("EXPLAIN QUERY PLAN SELECT step, value FROM metric_points "
@@ -93,6 +95,28 @@ def test_series_since_step_is_served_by_the_covering_index(store):
     assert "USING COVERING INDEX ix_metric_points_series" in detail, detail
     assert "run_id=? AND key=? AND step>?" in detail, detail
     assert "SCAN metric_points" not in detail and "TEMP B-TREE" not in detail, detail
+
+
+@pytest.mark.backends("postgresql")
+def test_chart_reads_are_index_only_scans_of_the_covering_indexes_on_postgresql(store):
+    run_id = submit_run(store, SyntheticConfig(max_steps=3))
+    for step in range(1, 401):
+        write_step(store, run_id, step, {"loss": 1.0 / step, "kl": 0.1},
+                   [{"group": "g0", "weight": 0.5}, {"group": "g1", "weight": 0.5}])
+    with store.write_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        # The visibility map an index-only scan relies on; autovacuum keeps it current on a live store.
+        c.exec_driver_sql("VACUUM ANALYZE metric_points, group_stats")
+    with store.read_engine.connect() as c:
+        # A 400-step table is small enough that the planner might scan it whole; on a real run it would not.
+        c.exec_driver_sql("SET enable_seqscan = off")
+        plans = {index: "\n".join(r[0] for r in c.exec_driver_sql(f"EXPLAIN {sql}")) for index, sql in [
+            ("ix_metric_points_series", f"SELECT step, value FROM metric_points WHERE run_id = {run_id} "
+                                        "AND key = 'loss' AND step > 10 ORDER BY step"),
+            ("ix_group_stats_series", f"SELECT max(step) FROM group_stats WHERE run_id = {run_id} AND \"group\" = 'g0'"),
+        ]}
+    for index, plan in plans.items():
+        assert f"Index Only Scan using {index}" in plan or f"Index Only Scan Backward using {index}" in plan, plan
+        assert "Seq Scan" not in plan and "Sort" not in plan, plan
 
 
 def test_timestamps_read_back_timezone_aware(store):

@@ -14,6 +14,8 @@ from db.writes import write_comparison, write_step
 from engine.config import parse_config
 from engine.submission import submit_run
 
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
+
 
 def _run(store, steps=50):
     return submit_run(store, parse_config({"algorithm": "synthetic", "max_steps": steps}))
