@@ -316,6 +316,21 @@ def export(run_id: int, out: Path = typer.Option(..., "--out", help="Folder to w
     typer.echo(f"run {run_id}: exported to {path}")
 
 
+@app.command()
+@friendly
+def report(run_id: int, out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: "
+                                                            "run-ID-report.html in this directory)."),
+           db: Optional[str] = DbOpt) -> None:
+    """Write a run's report as one self-contained HTML file: config, data, reward model, charts, evaluations
+    before/after with intervals, samples."""
+    from app.report import build_report
+
+    text = build_report(_store(db), run_id)
+    path = out or Path(f"run-{run_id}-report.html")
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"run {run_id}: report written to {path} ({len(text) // 1024} KB; opens offline in any browser)")
+
+
 @app.command("eval")
 @friendly
 def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id / 'embedded:...', or a run id."),

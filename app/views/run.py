@@ -95,6 +95,22 @@ with st.expander("Configuration"):
     st.json(json.loads(get_run(store, run_id).config_json))
 
 
+def _prepare_report() -> None:
+    from app.report import build_report
+
+    ss["run.report"] = (run_id, build_report(store, run_id))
+
+
+rep = st.columns([2, 3])
+rep[0].button("Prepare the HTML report", key="run.report_prepare", on_click=_prepare_report,
+              icon=":material/description:", help="One self-contained file (opens offline): configuration, data, "
+              "reward model, charts, evaluations before/after with intervals, samples. Also `studio report ID`.")
+if ss.get("run.report") and ss["run.report"][0] == run_id:
+    rep[1].download_button(f"Download run-{run_id}-report.html", ss["run.report"][1],
+                           file_name=f"run-{run_id}-report.html", mime="text/html", key="run.report_download",
+                           icon=":material/download:")
+
+
 def _save_notes() -> None:
     tags = [t for t in str(ss.get(f"run.tags.{run_id}", "")).split(",")]
     try:
