@@ -1,7 +1,9 @@
 """The run queue: submit, claim, heartbeat, cancel, resume, delete, recover.
 
-Claiming is a compare-and-set (``UPDATE ... WHERE id = :id AND status = 'queued'``) that works the same on
-SQLite and PostgreSQL: of two workers racing for one run exactly one update matches a row.
+Claiming is a compare-and-set (``UPDATE ... WHERE id = :id AND status = 'queued'``): of two workers racing for
+one run exactly one update matches a row. On SQLite the write transaction (BEGIN IMMEDIATE) already makes
+claims one at a time. On PostgreSQL the candidate is picked with ``SELECT ... FOR UPDATE SKIP LOCKED``, so
+engines claiming at the same moment take different runs instead of queueing on one row lock.
 
 Each claim hands out a lease (a fresh token in ``runs.lease``). Every write of the process that holds it
 starts with ``UPDATE runs ... WHERE id = :id AND lease = :token AND status = 'running'`` in the same
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -175,18 +178,25 @@ def claim_next_run(store: Store, worker_id: str, pid: int | None = None) -> Run 
     run's ``lease`` is the token its writes must carry."""
     while True:
         with store.write() as s:
+            # SKIP LOCKED (PostgreSQL; SQLite renders no locking clause): a run another engine is claiming right
+            # now is passed over, not waited for.
             run_id = s.scalar(select(Run.id).where(Run.status == RunStatus.queued)
-                              .order_by(Run.priority, Run.id).limit(1))
+                              .order_by(Run.priority, Run.id).limit(1).with_for_update(skip_locked=True))
             if run_id is None:
-                return None
-            now = utcnow()
-            res = s.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.queued).values(
-                status=RunStatus.running, worker_id=worker_id, pid=pid, started_at=now, heartbeat_at=now,
-                finished_at=None, error=None, attempts=Run.attempts + 1, lease=uuid.uuid4().hex))
-            if res.rowcount == 1:
-                add_event(s, run_id, f"{CLAIMED_EVENT} {worker_id}")
-                return s.get(Run, run_id)
-        # Another worker took it between our select and update: try the next one.
+                # Every queued run locked is not an empty queue: those claims (or a reorder) may yet roll back.
+                if s.scalar(select(Run.id).where(Run.status == RunStatus.queued).limit(1)) is None:
+                    return None
+            else:
+                now = utcnow()
+                res = s.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.queued).values(
+                    status=RunStatus.running, worker_id=worker_id, pid=pid, started_at=now, heartbeat_at=now,
+                    finished_at=None, error=None, attempts=Run.attempts + 1, lease=uuid.uuid4().hex))
+                if res.rowcount == 1:
+                    add_event(s, run_id, f"{CLAIMED_EVENT} {worker_id}")
+                    return s.get(Run, run_id)
+                # Another worker took it between our select and update: try the next one.
+                continue
+        time.sleep(0.05)  # all locked by other claims: look again once they have committed
 
 
 def heartbeat(store: Store, run_id: int | None, worker_id: str, lease: str | None = None) -> None:
@@ -403,8 +413,11 @@ def recover_stale_runs(store: Store, stale_after_s: float, requeue: bool, *,
     host = this_host()
     recovered = []
     with store.write() as s:
+        # Run rows locked first, in id order, then workers: the order a heartbeat takes them in, so two engines
+        # recovering at once, or one recovering while another beats, cannot deadlock on PostgreSQL.
+        running = s.scalars(select(Run).where(Run.status == RunStatus.running).order_by(Run.id)
+                            .with_for_update()).all()
         mark_dead_workers(s, stale_after_s, host, own_worker_id)
-        running = s.scalars(select(Run).where(Run.status == RunStatus.running).with_for_update()).all()
         for run in running:
             reason = orphan_reason(s, run, stale_after_s, host=host, own_worker_id=own_worker_id)
             if reason is None:

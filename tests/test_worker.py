@@ -13,14 +13,17 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+import pytest
+from sqlalchemy import create_engine, func, select, update
 
 from db import queue
-from db.models import Checkpoint, GroupStat, MetricPoint, Run, RunStatus, utcnow
+from db.models import Checkpoint, Event, GroupStat, MetricPoint, Run, RunStatus, utcnow
 from db.session import Store
 from engine.config import SyntheticConfig
-from tests.helpers import ROOT, run_cli, start_engine, wait_for
+from tests.helpers import ROOT, run_cli, start_engine, studio_cmd, wait_for
 from engine.submission import submit_run
+
+pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
 
 def synthetic(steps: int, **kw) -> SyntheticConfig:
@@ -68,6 +71,56 @@ def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
     with store.read() as s:
         workers = dict(s.execute(select(Run.id, Run.worker_id)).all())
     assert {workers[i] for i in ids} == {"w0", "w1"}  # both took part in the race
+
+
+@pytest.mark.backends("postgresql")
+def test_two_engines_racing_over_20_queued_runs_run_each_exactly_once(store, db_url):
+    ids = [submit_run(store, synthetic(1)) for _ in range(20)]
+    engines = [subprocess.Popen(studio_cmd("engine", "--once", "--poll", "0.2", "--db", db_url), cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [e.communicate(timeout=900)[0] for e in engines]
+    assert all(e.returncode == 0 for e in engines), outs
+    started = sorted(int(line.split()[1].rstrip(":")) for out in outs for line in out.splitlines()
+                     if line.startswith("run ") and line.endswith(": started"))
+    assert started == ids, outs  # each run started by one engine, once
+    with store.read() as s:
+        claims = dict(s.execute(select(Event.run_id, func.count()).where(Event.message.startswith(queue.CLAIMED_EVENT))
+                                .group_by(Event.run_id)).all())
+        runs = {r.id: r for r in s.scalars(select(Run))}
+    assert claims == {i: 1 for i in ids}
+    assert all(runs[i].status == RunStatus.completed and runs[i].attempts == 1 for i in ids)
+    assert len({runs[i].worker_id for i in ids}) == 2  # both engines took part
+
+
+@pytest.mark.backends("postgresql")
+def test_a_claim_passes_over_a_run_being_claimed_and_waits_when_all_are(store, db_url):
+    first, second = (submit_run(store, synthetic(1)) for _ in range(2))
+    other = create_engine(db_url)
+    got: list = []
+
+    def claim() -> None:
+        got.append(queue.claim_next_run(store, "w-late"))
+
+    try:
+        with other.connect() as conn:
+            # Another engine's claim of the first run, still open: its row is locked until that commits.
+            conn.execute(select(Run.id).where(Run.id == first).with_for_update())
+            t = threading.Thread(target=claim)
+            t.start()
+            t.join(timeout=10)
+            assert not t.is_alive(), "the claim waited on a locked run instead of passing over it"
+            assert got[0].id == second
+            # Now the only queued run is locked: not an empty queue, so the claim waits, then takes it when the
+            # other claim rolls back.
+            t = threading.Thread(target=claim)
+            t.start()
+            t.join(timeout=1.0)
+            assert t.is_alive() and len(got) == 1, got
+            conn.rollback()
+        t.join(timeout=10)
+        assert not t.is_alive() and got[1] is not None and got[1].id == first
+    finally:
+        other.dispose()
 
 
 def test_queued_run_completes_with_metrics_every_step(store, db_url):
