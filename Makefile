@@ -12,13 +12,13 @@ STAMP  := $(VENV)/.installed-$(EXTRA)
 DEV_STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: up test install install-dev browser clean
+.PHONY: up test install install-dev browser postgres clean
 
 up: install
 	$(VENV)/bin/studio prepare
 	$(VENV)/bin/studio up
 
-test: install-dev browser
+test: install-dev browser postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -50,6 +50,13 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+
+# Debian's PostgreSQL server: the store, queue, worker and read tests also run on a throw-away cluster of it
+# (tests/postgres_server.py). Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; fi; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

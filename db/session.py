@@ -25,6 +25,15 @@ def default_url() -> str:
     return os.environ.get("STUDIO_DB_URL") or f"sqlite:///{studio_home() / 'studio.db'}"
 
 
+def _with_driver(url: str) -> str:
+    # A bare postgresql:// (what servers and hosting panels print) would make SQLAlchemy load psycopg2, which
+    # the studio does not install; the postgres extra brings psycopg 3.
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url[len(bare):]
+    return url
+
+
 def _sqlite_engine(url: str, begin: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
 
@@ -50,7 +59,7 @@ class Store:
     """Session factories for one database: ``read()`` for queries, ``write()`` for short write transactions."""
 
     def __init__(self, url: str | None = None, *, migrate: bool = True):
-        self.url = url or default_url()
+        self.url = _with_driver(url or default_url())
         if self.url.startswith("sqlite"):
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":

@@ -3,6 +3,9 @@ and on PostgreSQL (a throw-away server, see tests/conftest.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -14,6 +17,7 @@ from db.session import Store
 from db.writes import truncate_after, write_step
 from engine.config import SyntheticConfig
 from engine.submission import submit_run
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.backends("sqlite", "postgresql")
 
@@ -43,6 +47,24 @@ def test_upgrade_on_an_existing_database_keeps_its_data(db_url, store):
         assert s.get(Run, run_id).status == RunStatus.queued
         assert s.scalar(select(func.count()).select_from(MetricPoint)) == 1
     assert current_revision(again) == current_revision(store)
+
+
+def test_processes_opening_an_empty_database_at_once_migrate_it_once(db_url, tmp_path):
+    # As `docker compose up --scale engine=3` does: each process migrates on start, all at the same moment.
+    script = ("import sys, time, pathlib\nready = pathlib.Path(sys.argv[2])\n(ready / sys.argv[3]).touch()\n"
+              "while len(list(ready.iterdir())) < 3: time.sleep(0.01)\n"
+              "from db.session import Store\nStore(sys.argv[1]).dispose()\n")
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, db_url, str(ready), str(i)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    store = Store(db_url, migrate=False)
+    with store.read() as s:
+        assert s.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+    assert current_revision(store) is not None
+    store.dispose()
 
 
 def test_migration_from_a_bare_pre_alembic_database_fails_loudly(db_url):
@@ -117,6 +139,14 @@ def test_chart_reads_are_index_only_scans_of_the_covering_indexes_on_postgresql(
     for index, plan in plans.items():
         assert f"Index Only Scan using {index}" in plan or f"Index Only Scan Backward using {index}" in plan, plan
         assert "Seq Scan" not in plan and "Sort" not in plan, plan
+
+
+def test_a_bare_postgresql_url_gets_the_installed_driver():
+    for url in ("postgresql://u:p@db:5432/studio", "postgres://u:p@db:5432/studio"):
+        store = Store(url, migrate=False)  # no connection yet: only the URL is read
+        assert store.url == "postgresql+psycopg://u:p@db:5432/studio"
+        assert store.write_engine.dialect.driver == "psycopg"
+        store.dispose()
 
 
 def test_timestamps_read_back_timezone_aware(store):
