@@ -41,6 +41,9 @@ MAX_SEED = 2**32 - 1
 MAX_BATCH = 65536
 MAX_EXAMPLES = 1_000_000
 MAX_STEPS = 1_000_000
+# Datasets read from the user's own file (engine.data.registry: source "file"); named here so validating a config
+# does not import the data package.
+FILE_DATASETS = ("prompts_file", "pairs_file")
 # strict: no text for numbers, no true for 1 (JSON's 1 is still a valid float); finite numbers only.
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -161,8 +164,18 @@ class LLMRunConfig(BaseRunConfig):
                                                section="model", advanced=True)
     dataset: str = _f("bias_prompts", "Named dataset from the studio's catalogue (see the dataset preview).",
                       section="data")
-    dataset_path: str | None = _f(None, "Optional file or folder with the full dataset instead of the bundled subset.",
-                                  section="data", advanced=True)
+    dataset_path: str | None = _f(None, "Optional file or folder with the full dataset instead of the bundled subset; "
+                                  "for prompts_file / pairs_file your own JSONL, JSON, CSV or Parquet file or "
+                                  "`datasets` save_to_disk folder (a path on the engine machine).", section="data",
+                                  advanced=True)
+    prompt_column: str = _f("prompt", "prompts_file / pairs_file: the column holding the prompt (text, or a list of "
+                            "{role, content} messages).", section="data", advanced=True, min_length=1, max_length=200)
+    group_column: str = _f("group", "prompts_file / pairs_file: the column holding each row's group (text), which the "
+                           "per-group metrics and the group-robust weights key on.", section="data", advanced=True,
+                           min_length=1, max_length=200)
+    dataset_sha256: str | None = _f(None, "SHA-256 of the dataset file, set when the run is queued: the file is copied "
+                                    "to $STUDIO_HOME/datasets/<sha256>/ and the run trains on that copy. Leave empty.",
+                                    section="data", advanced=True, pattern=r"^[0-9a-f]{64}$")
     learning_rate: float = _f(1e-6, "Optimizer learning rate (AdamW).", section="optimizer")
     lr_scheduler: Literal["constant", "linear", "cosine"] = _f("constant", "Learning-rate schedule after warm-up.",
                                                                section="optimizer", advanced=True)
@@ -225,6 +238,9 @@ class LLMRunConfig(BaseRunConfig):
         if kind != want:
             raise ValueError(f"dataset: {self.dataset!r} holds {kind} but this algorithm needs {want}: "
                              f"choose a {want} dataset")
+        if self.dataset in FILE_DATASETS and not self.dataset_path:
+            raise ValueError(f"dataset_path: is empty, and dataset {self.dataset!r} is read from your own file: give "
+                             "the path of a .jsonl, .json, .csv or .parquet file or a `datasets` save_to_disk folder")
         return self
 
     def expected_dataset_kind(self) -> str:
@@ -338,6 +354,10 @@ class PreferenceConfig(LLMRunConfig):
     group_sampling: Literal["balanced", "random"] = _f(
         "random", "random draws pairs in proportion to the data, balanced draws every group equally.",
         section="data", advanced=True)
+    chosen_column: str = _f("chosen", "pairs_file: the column holding the preferred answer (text, or a list of "
+                            "assistant messages).", section="data", advanced=True, min_length=1, max_length=200)
+    rejected_column: str = _f("rejected", "pairs_file: the column holding the dispreferred answer.", section="data",
+                              advanced=True, min_length=1, max_length=200)
 
     @field_validator("beta")
     @classmethod
@@ -442,6 +462,14 @@ class CompareConfig(BaseRunConfig):
     @classmethod
     def _reward_registered(cls, v: str) -> str:
         return check_reward_name(v)
+
+    @field_validator("dataset")
+    @classmethod
+    def _bundled_prompts(cls, v: str) -> str:
+        if v in FILE_DATASETS:
+            raise ValueError(f"{v!r} is for training runs (a comparison has no dataset_path): choose a bundled prompt "
+                             "set such as 'bias_prompts'")
+        return v
 
     @field_validator("model_a", "model_b")
     @classmethod
@@ -582,8 +610,8 @@ def _problems(err: ValidationError) -> dict[str, str]:
         msg = describe_error(e)
         if e["type"] in ("int_type", "float_type") and len(e["loc"]) == 2 and e["loc"][0] in CONFIG_CLASSES:
             msg += _allowed_range(CONFIG_CLASSES[str(e["loc"][0])], str(e["loc"][1]))
-        if msg.startswith("dataset: "):  # model-level checks name their own field
-            loc, msg = "dataset", msg.removeprefix("dataset: ")
+        if msg.startswith(("dataset: ", "dataset_path: ")):  # model-level checks name their own field
+            loc, msg = msg.split(": ", 1)
         elif msg.startswith("params: "):  # RewardSpec's check of its params
             loc, msg = f"{loc}.params", msg.removeprefix("params: ")
         if e["type"] == "extra_forbidden":

@@ -11,7 +11,10 @@ parse_config stays store-free because the run process re-parses the stored confi
   web app behind STUDIO_PASSWORD always enforces it, and with the variable unset it takes no server path at all;
 - run:ID references (compare, eval) must name an existing training run that has a checkpoint;
 - a dataset_path is parsed with the dataset's own loader: a file whose rows are malformed too often (see
-  engine.data.quality) is refused with the first bad rows; a few skipped rows become a warning event of the run.
+  engine.data.quality) is refused with the first bad rows; a few skipped rows become a warning event of the run;
+- your own file (prompts_file, pairs_file; engine.data.user_file) is refused on any bad row, with the file and the
+  row, and when it passes it is copied to $STUDIO_HOME/datasets/<sha256>/ and the stored config points at the copy
+  and records the hash (dataset_path, dataset_sha256), so the run says which data trained it.
 
 Torch-free (the web app calls it). Every refusal is a ConfigError naming the field.
 """
@@ -73,6 +76,14 @@ def _inside(real: str, dirs: list[str]) -> bool:
     return any(os.path.commonpath([real, d]) == d for d in dirs)
 
 
+def _studio_dataset(key: str, value: str) -> bool:
+    """A dataset the studio holds itself (a hashed copy, a browser upload): always readable, so a run cloned from
+    the web app or an uploaded file is not refused by STUDIO_DATA_DIRS."""
+    from engine.data.user_file import datasets_dir
+
+    return key == "dataset_path" and _inside(absolute(value), [os.path.realpath(datasets_dir())])
+
+
 def path_problems(data: Mapping[str, Any], *, web: bool = False) -> dict[str, str]:
     """Paths the allow-list refuses, by problem key. Judged on the raw values, before anything opens them."""
     dirs = data_dirs()
@@ -81,6 +92,8 @@ def path_problems(data: Mapping[str, Any], *, web: bool = False) -> dict[str, st
         return {}
     problems: dict[str, str] = {}
     for key, value in _path_fields(data):
+        if _studio_dataset(key, value):
+            continue
         shown = value if len(value) <= 80 else value[:77] + "..."
         if dirs is None:
             problems[key] = (f"path {shown!r} is on the server, and this password-protected web app reads no "
@@ -136,12 +149,14 @@ def _run_ref_problem(store: Any, value: str) -> str | None:
 def _dataset_problem(cfg: BaseRunConfig, path: str) -> tuple[str | None, str | None]:
     """(problem, note) from loading the dataset file with its own loader."""
     from engine.data.quality import DatasetRejected, judge_load
-    from engine.data.registry import load_named_splits_with_report
+    from engine.data.registry import dataset_args, load_named_splits_with_report
     from engine.data.types import DataValidationError
+    from engine.data.user_file import UserFileError
 
     try:
-        splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed, path=path)  # type: ignore[attr-defined]
-    except DataValidationError as e:
+        splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed,  # type: ignore[attr-defined]
+                                                        **{**dataset_args(cfg), "path": path})
+    except (DataValidationError, UserFileError) as e:
         return str(e), None
     except UnicodeDecodeError as e:
         return f"a file of {path!r} is not UTF-8 text (byte {e.start}): save it as UTF-8", None
@@ -175,15 +190,57 @@ def check_submission(store: Any, cfg: BaseRunConfig, *, web: bool = False) -> tu
             if problem:
                 problems[name] = problem
     notes: list[str] = []
+    own_file = _is_own_file(cfg)
     if data.get("dataset_path"):
-        problem, note = _dataset_problem(cfg, data["dataset_path"])
+        problem = _size_problem(data["dataset_path"]) if own_file else None
+        problem, note = (problem, None) if problem else _dataset_problem(cfg, data["dataset_path"])
         if problem:
             problems["dataset_path"] = problem
         if note:
             notes.append(note)
     if problems:
         raise ConfigError(problems)
+    if own_file and data.get("dataset_path"):
+        _store_dataset(data)
     return parse_config(data), notes
+
+
+def _is_own_file(cfg: BaseRunConfig) -> bool:
+    from engine.data.registry import is_file_dataset
+
+    return is_file_dataset(getattr(cfg, "dataset", ""))
+
+
+def _size_problem(path: str) -> str | None:
+    from pathlib import Path
+
+    from engine.data.user_file import UserFileError, check_size
+
+    try:
+        check_size(Path(path))
+    except UserFileError as e:
+        return str(e)
+    return None
+
+
+def _store_dataset(data: dict[str, Any]) -> None:
+    """Copy the checked file under $STUDIO_HOME/datasets/<sha256>/ and point the config at the copy, with its hash.
+    A hash already in the config (a clone, or one written by hand) must match the file: the run is refused rather
+    than trained on other data than the config says."""
+    from engine.data.user_file import UserFileError, content_hash, store_copy
+
+    source = data["dataset_path"]
+    digest = content_hash(source)
+    recorded = data.get("dataset_sha256")
+    if recorded and recorded != digest:
+        raise ConfigError({"dataset_sha256": f"is {recorded[:12]}..., but {source} has SHA-256 {digest[:12]}...: the "
+                                             "file is not the one this config was made with; clear dataset_sha256 to "
+                                             "train on the file as it is now"})
+    try:
+        copy, digest = store_copy(source, digest)
+    except (UserFileError, OSError) as e:
+        raise ConfigError({"dataset_path": f"could not be copied into the studio's datasets folder: {e}"}) from None
+    data["dataset_path"], data["dataset_sha256"] = str(copy), digest
 
 
 def submit_run(store: Any, config: BaseRunConfig, *, parent_id: int | None = None, web: bool = False) -> int:

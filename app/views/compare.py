@@ -103,7 +103,7 @@ with tab_cmp:
         from engine.data.registry import DATASETS
 
         forms.render_form(ALG, ss.get(PROBLEMS_KEY, {}),
-                          dataset_choices=[n for n, s in DATASETS.items() if s.kind == "prompts"],
+                          dataset_choices=[n for n, s in DATASETS.items() if s.kind == "prompts" and not s.needs_path],
                           run_choices=runs_with_checkpoints(store) or None, skip=("max_steps", "checkpoint_every"))
         st.button("Queue comparison", type="primary", key="cmp.submit", on_click=_on_submit,
                   icon=":material/compare:")

@@ -121,12 +121,17 @@ with st.expander("Presets: the studio's, or save and load your own", icon=":mate
 
 problems = ss.get(PROBLEMS_KEY, {}).get(algorithm, {})
 dataset_choices = None
+kind = None
 if "dataset" in cls.model_fields:
     kind = cls.model_construct().expected_dataset_kind()  # type: ignore[attr-defined]
     from engine.data.registry import DATASETS
 
     dataset_choices = [n for n, spec in DATASETS.items() if spec.kind == kind]
-forms.render_form(algorithm, problems, dataset_choices=dataset_choices)
+# The settings of your own file are drawn with its validation summary below, not among the advanced ones.
+FILE_FIELDS = ("dataset_path", "prompt_column", "chosen_column", "rejected_column", "group_column")
+own_file = bool(dataset_choices) and ss.get(forms.form_key(algorithm, "dataset")) in ("prompts_file", "pairs_file")
+forms.render_form(algorithm, problems, dataset_choices=dataset_choices,
+                  skip=tuple(n for n in FILE_FIELDS if n in cls.model_fields) if own_file else ())
 
 
 def estimate_text(data: dict) -> str:
@@ -167,7 +172,99 @@ def _preview(name: str) -> dict:
     return preview(name, per_group=3)
 
 
-if dataset_choices:
+@st.cache_data(show_spinner="Checking the dataset file...", max_entries=8)
+def _file_summary(path: str, kind: str, columns: tuple[tuple[str, str], ...], stamp: tuple[float, int]) -> dict:
+    """Cached per path, columns and the file's (mtime, size): an edited file is checked again."""
+    from engine.data.user_file import summarize
+
+    return summarize(path, kind, dict(columns), per_group=2)
+
+
+def _on_data_upload() -> None:
+    from engine.data.user_file import UserFileError, save_upload
+
+    file = ss.get("new.data_upload")
+    if file is None:
+        return
+    try:
+        ss[forms.form_key(ss[ALGO_KEY], "dataset_path")] = str(save_upload(file.name, file.getvalue()))
+    except UserFileError as e:
+        ss["new.data_upload_error"] = str(e)
+
+
+def _stamp(path: str) -> tuple[float, int] | None:
+    import os
+
+    try:
+        st_ = os.stat(path)
+    except OSError:
+        return None
+    if os.path.isdir(path):  # a save_to_disk folder: its newest file and total size
+        from pathlib import Path
+
+        files = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
+        return (max((s.st_mtime for s in files), default=st_.st_mtime), sum(s.st_size for s in files))
+    return (st_.st_mtime, st_.st_size)
+
+
+def render_own_file(alg: str, kind: str) -> None:
+    """Your own dataset file: its path (or an upload), its columns, and what the studio reads from it: rows per
+    group and two example rows of each, or the bad rows that would refuse the run."""
+    from engine.config import field_help
+    from engine.data.user_file import SUFFIXES, UserFileError
+    from engine.submission import path_problems
+
+    helps = {f["name"]: f["help"] for f in field_help(cls)}
+    st.subheader("Your dataset file")
+    st.caption("JSONL, JSON, CSV or Parquet, or a folder written by `datasets`' save_to_disk, in TRL's standard or "
+               "conversational layout with a group column. When the run is queued the file is copied into the "
+               "studio (its SHA-256 is recorded with the run).")
+    st.text_input("Dataset file on the engine machine", key=forms.form_key(alg, "dataset_path"),
+                  placeholder="/path/to/data.jsonl", help=helps["dataset_path"])
+    st.file_uploader("Or upload it", type=[s.lstrip(".") for s in SUFFIXES], key="new.data_upload",
+                     on_change=_on_data_upload, help="Saved under the studio's datasets folder; its path is put in "
+                     "the field above.")
+    upload_error = ss.pop("new.data_upload_error", None)
+    if upload_error:
+        st.error(plain(upload_error), icon=":material/error:")
+    names = [n for n in FILE_FIELDS[1:] if n in cls.model_fields]
+    for col, n in zip(st.columns(len(names)), names):
+        col.text_input(forms.label(n), key=forms.form_key(alg, n), help=helps[n])
+    for n in FILE_FIELDS:
+        msg = forms.field_problem(problems, n)
+        if msg:
+            st.error(f"**{forms.label(n)}** {plain(msg)}", icon=":material/error:")
+    path = str(ss.get(forms.form_key(alg, "dataset_path")) or "").strip()
+    if not path:
+        st.info("Give the file's path or upload it to see its rows per group.", icon=":material/info:")
+        return
+    if path_problems({"dataset_path": path}, web=True):
+        st.info("This path is outside the directories the web app may read: nothing is shown about it.",
+                icon=":material/info:")
+        return
+    stamp = _stamp(path)
+    if stamp is None:
+        st.error(f"{plain(path)} does not exist on this machine.", icon=":material/error:")
+        return
+    columns = tuple((n.removesuffix("_column"), str(ss.get(forms.form_key(alg, n), "")).strip()) for n in names)
+    try:
+        s = _file_summary(path, kind, columns, stamp)
+    except UserFileError as e:
+        st.error(f"The run would be refused: {plain(e)}", icon=":material/error:")
+        return
+    layout = "conversational" if s["conversational"] else "standard"
+    st.success(f"{s['rows']:,} rows in {len(s['group_counts'])} groups ({layout} layout) · SHA-256 "
+               f"{s['sha256'][:16]}…", icon=":material/check_circle:")
+    st.dataframe(pd.DataFrame({"group": list(s["group_counts"]), "rows": list(s["group_counts"].values())}),
+                 hide_index=True, key="new.file_counts")
+    for group, rows in s["examples"].items():
+        with st.expander(f"{plain(group)}: {s['group_counts'][group]} rows, {len(rows)} examples"):
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+if own_file:
+    render_own_file(algorithm, kind)
+elif dataset_choices:
     name = ss.get(forms.form_key(algorithm, "dataset"))
     st.subheader(f"Dataset preview: {name}")
     try:

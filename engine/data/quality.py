@@ -72,11 +72,23 @@ def load_training_rows(cfg: Any, event: Callable[[str, str], None]) -> list[Any]
     """A run's train split, judged by the same rule as at submit time (the file may have changed since):
     skipped rows become a warning event of the run, an unusable file a one-line ConfigError."""
     from engine.config import ConfigError
-    from engine.data.registry import load_named_splits_with_report
+    from engine.data.registry import dataset_args, load_named_splits_with_report
+    from engine.data.user_file import UserFileError, content_hash
 
-    splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed, path=cfg.dataset_path)
     where = f"dataset {cfg.dataset_path}" if cfg.dataset_path else f"dataset {cfg.dataset!r}"
     field = "dataset_path" if cfg.dataset_path else "dataset"
+    want = getattr(cfg, "dataset_sha256", None)
+    if want and cfg.dataset_path:
+        # The run trains on the copy made at submit; a different hash means it was edited, and the run would no
+        # longer train on the data its config names.
+        have = content_hash(cfg.dataset_path)
+        if have != want:
+            raise ConfigError({field: f"{where} has SHA-256 {have[:12]}..., not the {want[:12]}... recorded when the "
+                                      "run was queued: it was changed; submit the run again with the file you want"})
+    try:
+        splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed, **dataset_args(cfg))
+    except UserFileError as e:
+        raise ConfigError({field: str(e)}) from None
     try:
         note = judge_load(report, sum(len(rows) for rows in splits.values()))
     except DatasetRejected as e:

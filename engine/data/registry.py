@@ -6,11 +6,12 @@ split and seed. Torch-free and cheap to import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.data import user_file
 from engine.data.builders import build_pair_splits, build_prompt_splits, collect_load_reports, group_counts
 from engine.data.global_opinion_qa import PAPER_COUNTRIES
 from engine.data.splits import check_split
@@ -117,8 +118,42 @@ DATASETS: dict[str, DatasetSpec] = dict(
             heldout_reward=False,
             options={"countries": PAPER_COUNTRIES[:5], "fractions": GOQA_FRACTIONS},
         ),
+        _spec(
+            "prompts_file",
+            "prompts",
+            "Your own prompts: a JSONL, JSON, CSV or Parquet file, or a `datasets` save_to_disk folder, with a "
+            "prompt column (text, or a list of {role, content} messages) and a group column. Set dataset_path.",
+            (),
+            "yours",
+            "file",
+            "the file's group column",
+            needs_path=True,
+        ),
+        _spec(
+            "pairs_file",
+            "pairs",
+            "Your own preference pairs: a JSONL, JSON, CSV or Parquet file, or a `datasets` save_to_disk folder, "
+            "with prompt, chosen and rejected columns (text, or conversational messages) and a group column. Set "
+            "dataset_path.",
+            (),
+            "yours",
+            "file",
+            "the file's group column",
+            needs_path=True,
+        ),
     ]
 )
+
+
+def is_file_dataset(name: str) -> bool:
+    """A dataset read from the user's own file (copied and hashed at submit), not one of the bundled benchmarks."""
+    spec = DATASETS.get(name)
+    return spec is not None and spec.source == "file"
+
+
+def dataset_args(cfg: Any) -> dict[str, Any]:
+    """The path and column names a run config gives its dataset, as load_named* take them."""
+    return {"path": cfg.dataset_path, "columns": user_file.columns_of(cfg) if is_file_dataset(cfg.dataset) else None}
 
 
 def catalog() -> list[dict[str, Any]]:
@@ -143,14 +178,20 @@ def _mixed_paths(name: str, root: Path) -> dict[str, Path]:
 
 
 def load_named_splits(
-    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None
+    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> dict[str, Rows]:
-    """All splits of a named dataset (each capped at `limit` rows, balanced over groups)."""
+    """All splits of a named dataset (each capped at `limit` rows, balanced over groups). `columns` names the
+    columns of a file dataset (prompts_file, pairs_file)."""
     if name not in DATASETS:
         raise _unknown(name)
     spec = DATASETS[name]
     if spec.needs_path and path is None:
+        if spec.source == "file":
+            raise ValueError(f"dataset {name!r} is read from your own file: set dataset_path to it")
         raise ValueError(f"dataset {name!r} is not bundled ({spec.license}); pass path= a local file or hub id")
+    if spec.source == "file":
+        return user_file.load_file_splits(path, spec.kind, columns=columns, seed=seed, limit=limit)
     builder: Callable[..., dict[str, Any]] = build_prompt_splits if spec.kind == "prompts" else build_pair_splits
     kwargs = {**spec.options, "seed": seed, "limit": limit}
     if path is not None:
@@ -159,19 +200,21 @@ def load_named_splits(
 
 
 def load_named(
-    name: str, split: str = "train", seed: int = 0, path: str | Path | None = None, limit: int | None = None
+    name: str, split: str = "train", seed: int = 0, path: str | Path | None = None, limit: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> Rows:
     """Rows of one split of a named dataset. The "eval" split is the same for every seed."""
     check_split(split)
-    return load_named_splits(name, seed=seed, path=path, limit=limit)[split]
+    return load_named_splits(name, seed=seed, path=path, limit=limit, columns=columns)[split]
 
 
 def load_named_splits_with_report(
-    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None
+    name: str, seed: int = 0, path: str | Path | None = None, limit: int | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Rows], LoadReport]:
     """load_named_splits plus what the loaders skipped (every malformed row with file, line and reason)."""
     with collect_load_reports() as report:
-        splits = load_named_splits(name, seed=seed, path=path, limit=limit)
+        splits = load_named_splits(name, seed=seed, path=path, limit=limit, columns=columns)
     return splits, report
 
 

@@ -32,6 +32,12 @@ class PreferencePair:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+def chat_input(row: PromptExample | PreferencePair) -> str | list[dict[str, str]]:
+    """What the model is given for a row: a conversational row's messages (rendered with the chat template as they
+    are), else its prompt text (rendered as one user turn)."""
+    return row.meta.get("messages") or row.prompt
+
+
 class DataValidationError(ValueError):
     """A data file (or one row of it) does not have the expected layout.
 

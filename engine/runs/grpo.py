@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from db import metric_keys as mk
+from engine.data.types import chat_input
 from engine.models.forward import PaddedRows, batched_logprobs_no_grad, forward_logprobs, micro_batches, padded_rows
 from engine.runs.context import RunContext
 from engine.runs.loop import StepLog, run_steps, start_training
@@ -197,14 +198,14 @@ def _nanstd(x: torch.Tensor) -> float:
 
 
 def _heldout(cfg: Any) -> HeldoutSet:
-    from engine.data.registry import load_named
+    from engine.data.registry import dataset_args, load_named
 
     if cfg.eval_prompts <= 0:
         return HeldoutSet([], [], "")
-    rows = load_named(cfg.dataset, "eval", seed=cfg.seed, path=cfg.dataset_path)
+    rows = load_named(cfg.dataset, "eval", seed=cfg.seed, **dataset_args(cfg))
     pick = balanced_subset([r.group for r in rows], cfg.eval_prompts)
     return HeldoutSet([rows[i].prompt for i in pick], [rows[i].group for i in pick],
-                      f"{cfg.dataset}:eval:{len(pick)}")
+                      f"{cfg.dataset}:eval:{len(pick)}", [chat_input(rows[i]) for i in pick])
 
 
 # ------------------------------------------------------------------------------------------- the step's values
@@ -316,8 +317,8 @@ class GRPORun:
     def sample(self, step: int) -> Rollout:
         cfg = self.cfg
         rows = [self.t.train[i] for i in self.schedule.indices(step)]
-        batch = self.sampler.generate([r.prompt for r in rows], n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                                      temperature=cfg.temperature, top_p=cfg.top_p,
+        batch = self.sampler.generate([chat_input(r) for r in rows], n=cfg.group_size,
+                                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                                       seed=derive_seed("sample", cfg.seed, step) % _SEED_MOD,
                                       ignore_eos=cfg.ignore_eos)
         seq_rows = [rows[i] for i in batch.prompt_index]

@@ -17,9 +17,16 @@ if TYPE_CHECKING:
 
 @dataclass
 class HeldoutSet:
-    prompts: list[str]
+    prompts: list[str]  # the text the reward reads
     groups: list[str]
     dataset_version: str
+    # What the model is given: the text, or a conversational row's messages (engine.data.types.chat_input); None:
+    # the prompts themselves.
+    inputs: list[Any] | None = None
+
+    @property
+    def model_inputs(self) -> list[Any]:
+        return self.prompts if self.inputs is None else self.inputs
 
 
 def eval_due(step: int, cfg: Any) -> bool:
@@ -40,7 +47,7 @@ def heldout_reward_eval(policy: LoadedPolicy, sampler: Any, reward: Any, heldout
 
     if not heldout.prompts:
         return {}
-    batch = sampler.generate(heldout.prompts, n=1, max_new_tokens=max_new_tokens, greedy=True)
+    batch = sampler.generate(heldout.model_inputs, n=1, max_new_tokens=max_new_tokens, greedy=True)
     scored = reward(heldout.prompts, batch.texts)
     values = torch.tensor(scored.total, dtype=torch.float64)  # (N,)
     out: dict[str, float] = {}
@@ -55,7 +62,7 @@ def heldout_reward_eval(policy: LoadedPolicy, sampler: Any, reward: Any, heldout
         ok = ~torch.isnan(v)
         out[f"reward/{name}/mean"] = float(v[ok].mean()) if bool(ok.any()) else float("nan")
 
-    prompt_ids = encode_prompts(policy.tokenizer, heldout.prompts)
+    prompt_ids = encode_prompts(policy.tokenizer, heldout.model_inputs)
     rows = padded_rows(prompt_ids, batch.completion_ids, policy.tokenizer.pad_token_id, device=policy.device)
     kl_sum, tokens = 0.0, 0.0
     with torch.no_grad():

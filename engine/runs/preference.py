@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from db import metric_keys as mk
 from engine.config import ALGORITHM_SPECS
+from engine.data.types import chat_input
 from engine.models.forward import forward_logprobs, micro_batches, padded_rows
 from engine.runs.context import RunContext
 from engine.runs.loop import StepLog, run_steps, start_training
@@ -67,18 +68,36 @@ def tokenize_pairs(tokenizer: Any, pairs: list[Any], max_length: int) -> Tokeniz
     eos = tokenizer.eos_token_id
     out = TokenizedPairs([], [], [])
     for p in pairs:
-        prompt = apply_chat_template(tokenizer, p.prompt)
+        prompt = apply_chat_template(tokenizer, chat_input(p))
         answers = []
-        for text in (p.chosen, p.rejected):
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if eos is not None:
-                ids.append(eos)
+        for text, key in ((p.chosen, "chosen_messages"), (p.rejected, "rejected_messages")):
+            ids = _chat_answer(tokenizer, p, prompt, p.meta.get(key))
+            if ids is None:
+                ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+                if eos is not None:
+                    ids.append(eos)
             answers.append(ids[: max(1, max_length // 2)])
         budget = max_length - max(len(a) for a in answers)
         out.prompt.append(prompt[-budget:] if len(prompt) > budget else prompt)
         out.chosen.append(answers[0])
         out.rejected.append(answers[1])
     return out
+
+
+def _chat_answer(tokenizer: Any, pair: Any, prompt_ids: list[int], messages: list[dict] | None) -> list[int] | None:
+    """A conversational answer's tokens as the chat template renders it after the prompt (TRL's rule: the whole
+    conversation rendered, less the prompt rendered with the generation prompt), so the answer ends with the
+    template's own end-of-turn tokens. None for a text answer, a tokenizer without a template, or a template whose
+    rendering of the whole does not begin with the prompt's (the text + EOS rule is used then)."""
+    from engine.sampling.base import render_chat
+
+    if messages is None or not getattr(tokenizer, "chat_template", None):
+        return None
+    convo = list(chat_input(pair)) if pair.meta.get("messages") else [{"role": "user", "content": pair.prompt}]
+    full = render_chat(tokenizer, convo + list(messages), add_generation_prompt=False)
+    if len(full) <= len(prompt_ids) or full[: len(prompt_ids)] != prompt_ids:
+        return None
+    return full[len(prompt_ids):]
 
 
 def pair_rows(tok: TokenizedPairs, idx: list[int], pad_id: int, device: str):
@@ -282,11 +301,11 @@ def _variant(algorithm: str) -> str:
 
 
 def _heldout_pairs(cfg: Any) -> list[Any]:
-    from engine.data.registry import load_named
+    from engine.data.registry import dataset_args, load_named
 
     if cfg.eval_prompts <= 0:
         return []
-    rows = load_named(cfg.dataset, "eval", seed=cfg.seed, path=cfg.dataset_path)
+    rows = load_named(cfg.dataset, "eval", seed=cfg.seed, **dataset_args(cfg))
     return [rows[i] for i in balanced_subset([r.group for r in rows], cfg.eval_prompts)]
 
 
@@ -425,7 +444,7 @@ class HeldoutPairs:
         if self.pairs:
             self.ref.fill(policy, self.tok, list(range(len(self.pairs))), pairs_per_mb)
         self.heldout = HeldoutSet([p.prompt for p in self.pairs], [p.group for p in self.pairs],
-                                  f"{cfg.dataset}:eval:{len(self.pairs)}")
+                                  f"{cfg.dataset}:eval:{len(self.pairs)}", [chat_input(p) for p in self.pairs])
         self.sampler: Any = None
         self.reward: Any = None  # None: not loaded yet; False: unavailable
 

@@ -73,30 +73,47 @@ class Sampler(Protocol):
     def close(self) -> None: ...
 
 
-def apply_chat_template(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of `prompt` as a single user turn, ready for the assistant's reply.
+Messages = list[dict[str, str]]
 
-    Prompts are user messages for instruct models; a tokenizer without a chat template gets the raw text.
+
+def is_messages(value: Any) -> bool:
+    """A conversation ([{role, content}, ...]) as opposed to a prompt's text or its token ids."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def render_chat(tokenizer: Any, messages: Messages, *, add_generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=False
+    )
+    # transformers 5 may hand back a BatchEncoding-like mapping even for one conversation.
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(t) for t in ids]
+
+
+def apply_chat_template(tokenizer: Any, prompt: str | Messages) -> list[int]:
+    """Token ids of `prompt` as a single user turn (or of a conversation, as its messages), ready for the
+    assistant's reply.
+
+    Prompts are user messages for instruct models; a tokenizer without a chat template gets the raw text (a
+    conversation's contents, one per paragraph).
     """
+    messages = list(prompt) if is_messages(prompt) else [{"role": "user", "content": prompt}]
     if getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        # transformers 5 may hand back a BatchEncoding-like mapping even for one conversation.
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
-        return [int(t) for t in ids]
-    return [int(t) for t in tokenizer(prompt, add_special_tokens=True)["input_ids"]]
+        return render_chat(tokenizer, messages, add_generation_prompt=True)
+    text = "\n\n".join(m["content"] for m in messages)
+    return [int(t) for t in tokenizer(text, add_special_tokens=True)["input_ids"]]
 
 
-def encode_prompts(tokenizer: Any, prompts: list[str] | list[list[int]]) -> list[list[int]]:
+def encode_prompts(tokenizer: Any, prompts: list[str] | list[Messages] | list[list[int]]) -> list[list[int]]:
     if not prompts:
         raise ValueError("no prompts given: pass at least one prompt")
-    if all(isinstance(p, str) for p in prompts):
+    if all(isinstance(p, str) or is_messages(p) for p in prompts):
         return [apply_chat_template(tokenizer, p) for p in prompts]  # type: ignore[arg-type]
     if all(isinstance(p, (list, tuple)) for p in prompts):
         return [[int(t) for t in p] for p in prompts]  # type: ignore[union-attr]
-    raise TypeError("prompts must be all strings (user messages) or all lists of token ids, not a mix")
+    raise TypeError("prompts must be strings (user messages) or conversations ({role, content} lists), or all "
+                    "lists of token ids, not a mix")
 
 
 def check_sampling_args(n: int, max_new_tokens: int, temperature: float, top_p: float, greedy: bool) -> None:
