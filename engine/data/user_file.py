@@ -151,6 +151,9 @@ def read_records(path: str | Path) -> tuple[list[tuple[int, Any]], str]:
         raise UserFileError(shown, [(None, f"has the extension {p.suffix or '(none)'!r}: give a file ending in "
                                            f"{', '.join(SUFFIXES)}, or a `datasets` save_to_disk folder")])
     try:
+        # JSON goes through the json module, not pyarrow: pyarrow refuses a column whose type changes between rows
+        # ("changed from string to number in row 1", counting from an unstated origin), which is exactly the wrong
+        # type the row checks must name by its line; the typed formats (Parquet, Arrow) go through pyarrow.
         if suffix == ".jsonl":
             return list(_jsonl(p)), "line"
         if suffix == ".json":
