@@ -51,10 +51,11 @@ def stop(proc: subprocess.Popen) -> str:
 
 def test_two_workers_racing_claim_each_run_once(store, db_url, tmp_path):
     ids = [submit_run(store, synthetic(1)) for _ in range(100)]
-    # Both processes start claiming only once both are ready (imports done, store open), so they really race for
-    # the same rows even when a busy machine starts one of them seconds after the other.
+    # Both processes start claiming only once both are ready (imports done, store open and connected: the first
+    # PostgreSQL connection takes long enough for the other worker to claim everything meanwhile), so they really
+    # race for the same rows even when a busy machine starts one of them seconds after the other.
     script = ("import sys, time, pathlib\nfrom db.session import Store\nfrom db import queue\n"
-              "store = Store(sys.argv[1], migrate=False)\n"
+              "store = Store(sys.argv[1], migrate=False)\nstore.write_engine.connect().close()\n"
               "ready = pathlib.Path(sys.argv[3])\n(ready / sys.argv[2]).touch()\n"
               "while len(list(ready.iterdir())) < 2: time.sleep(0.01)\n"
               "while (run := queue.claim_next_run(store, sys.argv[2])) is not None:\n"
