@@ -151,12 +151,11 @@ def _dataset_problem(cfg: BaseRunConfig, path: str) -> tuple[str | None, str | N
     from engine.data.quality import DatasetRejected, judge_load
     from engine.data.registry import dataset_args, load_named_splits_with_report
     from engine.data.types import DataValidationError
-    from engine.data.user_file import UserFileError
 
     try:
         splits, report = load_named_splits_with_report(cfg.dataset, seed=cfg.seed,  # type: ignore[attr-defined]
                                                         **{**dataset_args(cfg), "path": path})
-    except (DataValidationError, UserFileError) as e:
+    except DataValidationError as e:  # a benchmark file's first bad row, or every bad row of your own file
         return str(e), None
     except UnicodeDecodeError as e:
         return f"a file of {path!r} is not UTF-8 text (byte {e.start}): save it as UTF-8", None

@@ -462,3 +462,13 @@ def test_an_upload_name_cannot_leave_the_uploads_folder(studio_home):
     assert path.parent.parent == studio_home / "datasets" / "uploads" and path.name == "mine.jsonl"
     with pytest.raises(UserFileError, match="must be a file ending in"):
         save_upload("notes.txt", b"x")
+
+
+def test_a_damaged_save_to_disk_folder_is_refused_with_a_reason(tmp_path):
+    from engine.data.types import DataValidationError
+
+    path = write(prompt_rows(), tmp_path, "hf")
+    for arrow in path.glob("*.arrow"):
+        arrow.write_bytes(b"not arrow")
+    with pytest.raises(DataValidationError, match="cannot be read as a `datasets` folder"):
+        load_rows(path, "prompts")

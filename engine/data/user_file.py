@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine.data.types import LoadReport, PreferencePair, PromptExample
+from engine.data.types import DataValidationError, LoadReport, PreferencePair, PromptExample
 
 SOURCE = "file"
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -37,17 +37,19 @@ DEFAULT_COLUMNS = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected
 _SHOWN = 16
 
 
-class UserFileError(ValueError):
-    """The file cannot be trained on. ``problems`` holds (row, reason) pairs, row None for the whole file."""
+class UserFileError(DataValidationError):
+    """The file cannot be trained on. ``problems`` holds (row, reason) pairs, row None for the whole file; ``line``
+    and ``reason`` are the first problem's (0 for the whole file), as for the benchmark loaders' errors."""
 
     def __init__(self, file: str, problems: list[tuple[int | None, str]], unit: str = "row", total: int | None = None):
         self.file, self.problems, self.unit = file, problems, unit
+        self.line, self.reason = (problems[0][0] or 0, problems[0][1]) if problems else (0, "")
         total = len(problems) if total is None else total
         parts = [reason if row is None else f"{unit} {row}: {reason}" for row, reason in problems[:LISTED_PROBLEMS]]
         more = total - min(len(problems), LISTED_PROBLEMS)
         if more > 0:
             parts.append(f"and {more} more bad {unit}(s)")
-        super().__init__(f"{file} " + "; ".join(parts))
+        ValueError.__init__(self, f"{file} " + "; ".join(parts))
 
 
 def columns_of(cfg: Any) -> dict[str, str]:
@@ -108,7 +110,11 @@ def _read_hf_folder(path: Path) -> list[dict[str, Any]]:
         need = ("is a `datasets` folder, and reading one needs the 'datasets' package (pip install "
                 "'bias-studio[hub]'), or save the data as Parquet")
         raise UserFileError(str(path), [(None, need)]) from None
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # a damaged folder fails in many ways (missing arrow files, bad state.json)
+        msg = " ".join(str(e).split())
+        raise UserFileError(str(path), [(None, f"cannot be read as a `datasets` folder: {msg[:200]}")]) from None
     if isinstance(ds, datasets.DatasetDict):
         if "train" in ds:
             ds = ds["train"]
@@ -161,9 +167,9 @@ def read_records(path: str | Path) -> tuple[list[tuple[int, Any]], str]:
         return list(enumerate(_read_table(p), start=1)), "row"
     except UnicodeDecodeError as e:
         raise UserFileError(shown, [(None, f"is not UTF-8 text (byte {e.start}): save it as UTF-8")]) from None
+    except UserFileError:
+        raise
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        if isinstance(e, UserFileError):
-            raise
         msg = " ".join(str(e).split())
         raise UserFileError(shown, [(None, f"cannot be read as {suffix[1:].upper()}: {msg[:200]}")]) from None
 
