@@ -24,6 +24,11 @@ def run_folder(run_id: int, token: str | None) -> Path:
     return studio_home() / "runs" / _run_name(run_id, token)
 
 
+def run_output_log(run_id: int, token: str | None) -> Path:
+    """Everything the run's process printed (all its attempts, appended): its own output beside the events."""
+    return run_folder(run_id, token) / "process.log"
+
+
 def run_export_cache(run_id: int, token: str | None) -> Path:
     """Where a run's checkpoints are exported, merged, to be evaluated or compared (one folder per step)."""
     return studio_home() / "exports" / f"run-{_run_name(run_id, token)}"

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -53,6 +54,31 @@ def _signal_name(code: int) -> str:
         return signal.Signals(-code).name
     except ValueError:
         return f"signal {-code}"
+
+
+def _echo_file(path, start: int, done: threading.Event, interval_s: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    """Copy what is appended to `path` after byte `start` to this process's stdout until `done` is set and the
+    file has nothing more (the run's output in the engine's terminal, as before it went to a file)."""
+    out = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else None
+    with open(path, "rb") as f:
+        f.seek(start)
+        while True:
+            finished = done.is_set()
+            chunk = f.read(1 << 16)
+            if chunk:
+                try:
+                    if out is not None:
+                        out.write(chunk)
+                        out.flush()
+                    else:
+                        sys.stdout.write(chunk.decode("utf-8", "replace"))
+                        sys.stdout.flush()
+                except (OSError, ValueError):  # the terminal is gone: the file still has everything
+                    return
+                continue
+            if finished:
+                return
+            time.sleep(interval_s)
 
 
 class EngineWorker:
@@ -131,7 +157,17 @@ class EngineWorker:
         args = [sys.executable, "-m", "engine.run_process", str(run_id), self.store.url, self.worker_id]
         if lease is not None:
             args += [lease, str(os.getpid())]
-        self.child = subprocess.Popen(args, start_new_session=True)
+        log_path = self._output_log(run_id)
+        log = log_path.open("ab")
+        log.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} run {run_id} started by {self.worker_id}\n".encode())
+        log.flush()
+        # The child writes to a file, not a pipe: it keeps a place to write if this engine dies (a pipe would
+        # break under it), and the app's Logs view reads the same file. The engine's terminal gets a copy.
+        self.child = subprocess.Popen(args, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        done = threading.Event()
+        echo = threading.Thread(target=_echo_file, args=(log_path, log_path.stat().st_size, done), daemon=True)
+        echo.start()
         if self.stopping:  # a signal arrived while the process was starting
             self.child.send_signal(signal.SIGTERM)
             self._stop_sent_at = time.monotonic()
@@ -153,9 +189,18 @@ class EngineWorker:
                     self._kill_child(f"stopped by the engine: the step did not finish within the "
                                      f"{self.settings.shutdown_grace_s:.0f} s shutdown grace period")
                 self.maybe_recover()
+        done.set()
+        echo.join(timeout=10)
         self.child = None
         self._stop_sent_at = None
         self._after_exit(run_id, code, lease)
+
+    def _output_log(self, run_id: int):  # type: ignore[no-untyped-def]
+        from db.paths import run_output_log
+
+        path = run_output_log(run_id, queue.get_run(self.store, run_id).folder_token)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def _kill_child(self, reason: str) -> None:
         if self.child is not None and self.child.poll() is None:

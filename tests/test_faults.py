@@ -24,7 +24,7 @@ from db import queue
 from db.models import Checkpoint, Event, GroupStat, MetricPoint, Run, RunStatus
 from db.session import Store
 from engine.config import SyntheticConfig
-from db.paths import run_folder
+from db.paths import run_folder, run_output_log
 from engine.run_process import EXIT_LEASE_LOST
 from tests.helpers import run_cli, start_engine, wait_for
 from engine.submission import submit_run
@@ -153,7 +153,9 @@ def snapshot(store: Store, run_id: int) -> dict:
                    for t in (MetricPoint, GroupStat, Checkpoint, Event)}
         events = [e.message for e in s.scalars(select(Event).where(Event.run_id == run_id).order_by(Event.id))]
     folder = run_folder(run_id, r.folder_token)
-    files = {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")} if folder.exists() else {}
+    # The process output file is left out: a stopped process that lost its run says so there, and should.
+    files = {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+             if p.name != "process.log"} if folder.exists() else {}
     return {"counts": counted, "events": events, "files": files,
             "run": (r.status, r.last_step, r.lease, r.error, r.attempts, r.pid)}
 
@@ -211,6 +213,8 @@ def test_a_stopped_run_process_taken_over_by_a_new_engine_writes_nothing_when_co
             os.kill(old, signal.SIGCONT)
             assert exit_code_of_adopted(old) == EXIT_LEASE_LOST
             assert snapshot(store, rid) == before  # not a row, not an event, not a file
+            log = run_output_log(rid, run(store, rid).folder_token).read_text()
+            assert "stopping without writing" in log  # it said why it stopped, where the user reads run output
             os.kill(new, signal.SIGCONT)
             wait_for(lambda: run(store, rid).status.finished, timeout=60, what="the run to finish")
         finally:

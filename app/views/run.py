@@ -301,10 +301,29 @@ def log_text(evs, levels=LOG_LEVELS, contains: str = "") -> str:  # type: ignore
     return "\n".join(out)
 
 
+OUTPUT_TAIL = 256 * 1024
+
+
+def process_output(rid: int) -> tuple[str | None, int]:
+    """The tail of the run process's output file and the file's size; (None, 0) where it is not on this machine.
+    Progress bars redraw with carriage returns: only each line's last state is kept."""
+    from db.paths import run_output_log
+
+    path = run_output_log(rid, get_run(store, rid).folder_token)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            f.seek(max(0, size - OUTPUT_TAIL))
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None, 0
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in raw.split("\n")).rstrip("\n"), size
+
+
 @st.fragment(run_every=2 * REFRESH_S if active else None)
 def logs_panel() -> None:
-    """Everything the engine recorded for this run, filterable, in full (the engine keeps no other run output:
-    the run process's own prints go to the terminal of `studio engine`)."""
+    """Everything the engine recorded for this run, filterable, in full, and below it what the run's process
+    printed (its output file in the run's folder)."""
     with st.expander("Logs", icon=":material/terminal:"):
         c1, c2 = st.columns([2, 3])
         levels = c1.multiselect("Levels", LOG_LEVELS, default=list(LOG_LEVELS), key=f"run.log_levels.{run_id}")
@@ -312,11 +331,23 @@ def logs_panel() -> None:
         evs = run_events(store, run_id, limit=5000)
         text = log_text(evs, tuple(levels), contains)
         st.caption(f"{len(evs)} events: setup phases, evaluations, checkpoints, warnings about the data, the end of "
-                   "the run and, for a failed run, its traceback. The run process's own output goes to the "
-                   "terminal of `studio engine`.")
+                   "the run and, for a failed run, its traceback.")
         st.code(text or "(nothing matches)", language=None, height=min(600, 40 + 21 * (text.count("\n") + 1)))
         st.download_button("Download the log", text, file_name=f"run-{run_id}-events.log", mime="text/plain",
                            key="run.log_download")
+        output, size = process_output(run_id)
+        st.markdown("**Run process output**")
+        if output is None:
+            st.caption("No output file here: the run has not started on an engine that shares this machine's "
+                       "studio folder (the engine writes it to the run's folder).")
+        else:
+            shown = output if not contains else "\n".join(x for x in output.splitlines()
+                                                           if contains.lower() in x.lower())
+            st.caption(f"What the run's process printed (progress bars, warnings, tracebacks; every attempt), "
+                       f"{size / 1024:.0f} KB" + (f", the last {OUTPUT_TAIL // 1024} KB shown" if size > OUTPUT_TAIL
+                                                   else "") + ".")
+            st.code(shown or "(nothing matches)", language=None,
+                    height=min(600, 40 + 21 * (shown.count("\n") + 1)))
 
 
 logs_panel()
