@@ -20,6 +20,7 @@ nav = st.navigation([
     st.Page("views/new_run.py", title="New run", icon=":material/add_circle:"),
     st.Page("views/run.py", title="Run", icon=":material/monitoring:"),
     st.Page("views/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("views/playground.py", title="Playground", icon=":material/chat:"),
     st.Page("views/results.py", title="Results", icon=":material/analytics:"),
 ], position="sidebar" if has_access() else "hidden")
 require_access()

@@ -96,7 +96,7 @@ os.environ["STUDIO_HOME"] = {str(tmp_path)!r}
 os.environ.pop("STUDIO_DB_URL", None)
 from streamlit.testing.v1 import AppTest
 at = AppTest.from_file({str(ROOT / 'app' / 'main.py')!r}, default_timeout=60).run()
-for page in ("views/new_run.py", "views/run.py", "views/compare.py"):
+for page in ("views/new_run.py", "views/run.py", "views/compare.py", "views/playground.py"):
     at.switch_page(page).run()
     assert not at.exception, (page, at.exception)
 heavy = sorted(m for m in ("torch", "transformers", "vllm") if m in sys.modules)

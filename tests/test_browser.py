@@ -221,7 +221,8 @@ def test_new_user_flow(studio, page):
 
 # Each page's own address, and what only that page shows once the studio is open.
 PAGE_URLS = {"": "Actions", "runs": "Actions", "new_run": "Dataset preview", "run?run=1": "Group weights",
-             "compare": "Summary per group", "results": "Held-out reward (in-run)"}
+             "compare": "Summary per group", "playground": "Start from a held-out prompt",
+             "results": "Held-out reward (in-run)"}
 
 
 def _fresh_page(browser, url: str):
