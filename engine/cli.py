@@ -77,7 +77,10 @@ def _fmt_age(seconds: float | None) -> str:
 def _app_cmd(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.address", host,
             "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-            "--client.toolbarMode", "minimal"]
+            "--client.toolbarMode", "minimal",
+            # No reload-on-save for a served product: the watcher rescans every loaded module (torch and
+            # transformers once the Playground imports them) and logs their optional imports as warnings.
+            "--server.fileWatcherType", "none"]
 
 
 def _check_network_safety(host: str) -> None:
