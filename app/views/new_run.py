@@ -110,7 +110,9 @@ with st.expander("Presets: the studio's, or save and load your own", icon=":mate
     pick.selectbox("Studio presets", list(named), key="new.named_preset",
                    format_func=lambda k: f"{forms.algorithm_label(named[k].algorithm)}: {named[k].label}",
                    help="Tested starting points, the same files as examples/*.json for `studio submit`. The CPU "
-                        "presets show an effect on the default model in about an hour on 2 cores.")
+                        "presets are sized for about an hour on an idle 2-core CPU (the BiasGRPO one took 95 "
+                        "minutes on a shared one); what they did to the default model, with intervals, is in "
+                        "DEBIASING.md.")
     load.button("Load", key="new.named_preset_load", on_click=_on_named_preset)
     st.file_uploader("Load a preset (JSON)", type=["json"], key="new.preset_file", on_change=_on_preset_upload)
     msg = ss.pop(PRESET_MSG_KEY, None)
