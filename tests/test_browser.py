@@ -185,7 +185,13 @@ def test_new_user_flow(studio, page):
     page.get_by_role("button", name="Cancel").first.click()
     wait_for(lambda: list_runs(store)[0].status.value == "cancelled", timeout=60, what="the run to be cancelled")
     page.get_by_text("cancelled").first.wait_for()
-    stopped = _weight_points(page)
+    # The page's last rerun (the one that noticed the end) streams its header before its charts, so the chart may
+    # still take in the final steps just after "cancelled" shows: wait for it to settle, then it must stay put.
+    def settled() -> int | None:
+        before = _weight_points(page)
+        page.wait_for_timeout(1000)
+        return before if before and _weight_points(page) == before else None
+    stopped = wait_for(settled, timeout=30, interval=0.0, what="the chart to take in the run's last steps")
     page.wait_for_timeout(3000)
     assert _weight_points(page) == stopped  # no more refreshes once the run ended
     _shot(page, "run-cancelled")
