@@ -161,12 +161,13 @@ class EngineWorker:
         log = log_path.open("ab")
         log.write(f"===== {time.strftime('%Y-%m-%d %H:%M:%S')} run {run_id} started by {self.worker_id}\n".encode())
         log.flush()
+        start = log.tell()  # before the child starts: whatever it prints from its first line on is echoed
         # The child writes to a file, not a pipe: it keeps a place to write if this engine dies (a pipe would
         # break under it), and the app's Logs view reads the same file. The engine's terminal gets a copy.
         self.child = subprocess.Popen(args, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         done = threading.Event()
-        echo = threading.Thread(target=_echo_file, args=(log_path, log_path.stat().st_size, done), daemon=True)
+        echo = threading.Thread(target=_echo_file, args=(log_path, start, done), daemon=True)
         echo.start()
         if self.stopping:  # a signal arrived while the process was starting
             self.child.send_signal(signal.SIGTERM)
