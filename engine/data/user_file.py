@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from engine.data._rows import show_value as _show
 from engine.data.types import DataValidationError, LoadReport, PreferencePair, PromptExample
 
 SOURCE = "file"
@@ -34,7 +35,6 @@ MAX_ROWS = 1_000_000
 LISTED_PROBLEMS = 5
 ROLES = ("system", "user", "assistant", "tool")
 DEFAULT_COLUMNS = {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "group": "group"}
-_SHOWN = 16
 
 
 class UserFileError(DataValidationError):
@@ -74,11 +74,8 @@ def content_hash(path: str | Path) -> str:
     path = Path(path)
 
     def file_digest(p: Path) -> str:
-        h = hashlib.sha256()
         with p.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
+            return hashlib.file_digest(fh, "sha256").hexdigest()
 
     if not path.is_dir():
         return file_digest(path)
@@ -207,18 +204,6 @@ class _Unparsed:
 
 class _Bad(Exception):
     pass
-
-
-def _show(value: Any) -> str:
-    if value is None or isinstance(value, (bool, int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return repr(value) if len(value) <= _SHOWN else f"text of {len(value)} characters"
-    if isinstance(value, (list, tuple)):
-        return f"a list of {len(value)} item(s)"
-    if isinstance(value, dict):
-        return f"an object with {len(value)} key(s)"
-    return type(value).__name__
 
 
 def _empty(value: Any) -> bool:
