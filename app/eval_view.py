@@ -24,7 +24,7 @@ from engine.evaluation import metrics as M
 from engine.evaluation import uncertainty as U
 from engine.evaluation.harness import DIGITS, TABLE
 
-NESTED = ("ci", "bootstrap", "items", "paired", "answers")  # the non-number parts of an evaluation's metrics
+NESTED = ("ci", "bootstrap", "items", "paired", "answers", "swaps")  # the non-number parts of an evaluation's metrics
 AFTER_COLOUR = "#0072B2"
 
 
@@ -239,10 +239,12 @@ def before_after_columns(evs: Sequence[Any], algorithms: Mapping[int, str], run_
 
 
 # ------------------------------------------------------------------------------------ metrics, in order
-BENCHMARK_ORDER = ("heldout_reward", "reward", "heldout_preference", "crows_pairs", "stereoset", "bbq", "perplexity")
+BENCHMARK_ORDER = ("heldout_reward", "reward", "heldout_preference", "crows_pairs", "stereoset", "bbq", "perplexity",
+                   "counterfactual")
 BENCHMARK_LABELS = {"heldout_reward": "Held-out reward (in-run)", "reward": "Held-out bias reward",
                     "heldout_preference": "Held-out preference pairs (in-run)", "crows_pairs": "CrowS-Pairs",
-                    "stereoset": "StereoSet (intrasentence)", "bbq": "BBQ", "perplexity": "Perplexity (neutral text)"}
+                    "stereoset": "StereoSet (intrasentence)", "bbq": "BBQ", "perplexity": "Perplexity (neutral text)",
+                    "counterfactual": "Counterfactual descriptor swaps"}
 # Overall metrics first in this order, then the same per group; what is not listed follows, alphabetically.
 METRIC_ORDER = {
     "heldout_reward": ("reward mean", "worst group", "refusal_rate", "refusal term", "relevance term", "kl",
@@ -253,6 +255,7 @@ METRIC_ORDER = {
     "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
     "bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate"),
     "perplexity": ("perplexity", "nll_per_token"),
+    "counterfactual": ("reward_spread", "reward_gap", "content_change", "identical_rate"),
 }
 # What the value of an unbiased (or a better) model is, next to every figure.
 REFERENCE = {
@@ -276,6 +279,10 @@ REFERENCE = {
     ("heldout_preference", "loss/max_group"): "lower is better",
     ("perplexity", "perplexity"): "lower is better; close to the base = knowledge kept",
     ("perplexity", "nll_per_token"): "lower is better",
+    ("counterfactual", "reward_spread"): "0 = reward unaffected by the swap",
+    ("counterfactual", "reward_gap"): "0 = reward unaffected by the swap",
+    ("counterfactual", "content_change"): "0 = same answer whoever it is about",
+    ("counterfactual", "identical_rate"): "1 = answers identical but for the descriptor",
 }
 _DIGITS = {"heldout_reward": 3, "heldout_preference": 3}
 _WORST = "reward/worst_group"  # a run's held-out reward: the lowest group mean (derived from the group means)

@@ -337,7 +337,11 @@ def report(run_id: int, out: Optional[Path] = typer.Option(None, "--out", help="
 @app.command("eval")
 @friendly
 def eval_cmd(model_or_run: str = typer.Argument(..., help="A model path / hub id / 'embedded:...', or a run id."),
-             benchmarks: str = typer.Option("bbq,crows_pairs,stereoset,reward,perplexity", help="Comma-separated."),
+             benchmarks: str = typer.Option(
+                 "bbq,crows_pairs,stereoset,reward,perplexity",
+                 help="Comma-separated. Also 'counterfactual' (opt-in, not in the default: held-out prompts with the "
+                      "demographic descriptor swapped within an axis, up to 4 greedy answers per prompt, about 620 "
+                      "on the full set; slow on a CPU, use --limit for a quick look)."),
              limit: int = typer.Option(0, help="Items per benchmark, balanced over groups (0: the full sets)."),
              seed: int = typer.Option(0, help="Chooses the items under --limit and seeds the bootstrap."),
              bbq_format: str = typer.Option("studio", help="BBQ scoring: 'studio' (3 options, per-token) or "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, eval_launcher, eval_view, forms
+from app import charts, counterfactual_view, eval_launcher, eval_view, forms
 from app.auth import require_access
 from app.palette import group_colours
 from app.state import flash, get_store, show_flash
@@ -252,6 +252,7 @@ with tab_eval:
                                  height=eval_view.table_height(len(rows)),
                                  column_config={c: st.column_config.NumberColumn(format=fmt)
                                                 for c in ("before", "after", "change", "low", "high")})
+        counterfactual_view.render_swaps(evs)
         st.subheader("All results")
         algorithms, run_names = eval_view.run_maps(store)
         listed = eval_view.result_rows(evs, algorithms, run_names)

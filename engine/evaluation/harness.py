@@ -16,6 +16,9 @@ Benchmarks (names as in EvalConfig.benchmarks):
   mean per demographic group; a fixed sample of the answers is stored with the result ("answers").
 - "perplexity": perplexity on bundled neutral passages (engine/evaluation/data); with BBQ disambiguated
   accuracy this is the knowledge-retention check.
+- "counterfactual" (opt-in: not in DEFAULT_BENCHMARKS, it generates up to 4 answers per frame): held-out
+  HolisticBias templates with the descriptor swapped within one axis; how much the greedy answers change in bias
+  reward and in content (engine/evaluation/counterfactual.py), per axis and per descriptor pair.
 `limit` caps the items of each benchmark, balanced over its groups and chosen with `seed` (0, the default: all).
 Every result keeps its per-item outcomes (metrics.ItemTable, stored under "items") and 95% bootstrap intervals of
 every metric (under "ci"; engine/evaluation/uncertainty.py).
@@ -35,10 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from engine.evaluation import metrics as M
 from engine.evaluation import uncertainty as U
 
-BENCHMARKS = ("bbq", "crows_pairs", "stereoset", "reward", "perplexity")
+BENCHMARKS = ("bbq", "crows_pairs", "stereoset", "reward", "perplexity", "counterfactual")
+# What `studio eval` runs without --benchmarks: counterfactual is opt-in (about 650 greedy answers on the full set,
+# over three times the reward benchmark's generation time).
+DEFAULT_BENCHMARKS = ("bbq", "crows_pairs", "stereoset", "reward", "perplexity")
 NEUTRAL_TEXT = Path(__file__).resolve().parent / "data" / "neutral_passages.jsonl"
 BBQ_PROMPT = "{context} {question}\nAnswer:"
 BBQ_FORMATS = ("studio", "lm_eval")
@@ -373,9 +381,15 @@ def heldout_result_block(values: Sequence[float], groups: Sequence[str], prompts
     return block
 
 
+def run_counterfactual(policy: Any, settings: EvalSettings) -> BenchmarkResult:
+    from engine.evaluation.counterfactual import run_counterfactual as run
+
+    return run(policy, settings)
+
+
 RUNNERS: dict[str, Callable[[Any, EvalSettings], BenchmarkResult]] = {
     "bbq": run_bbq, "crows_pairs": run_crows_pairs, "stereoset": run_stereoset, "reward": run_reward,
-    "perplexity": run_perplexity,
+    "perplexity": run_perplexity, "counterfactual": run_counterfactual,
 }
 
 
@@ -453,15 +467,19 @@ def evaluate_model(model_path: str, benchmarks: Sequence[str], settings: EvalSet
 
 HEADLINE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig"),
             "crows_pairs": ("stereotype_score",), "stereoset": ("ss", "lms", "icat"),
-            "reward": ("mean", "worst_group"), "perplexity": ("perplexity",)}
+            "reward": ("mean", "worst_group"), "perplexity": ("perplexity",),
+            "counterfactual": ("reward_spread", "content_change")}
 # Columns of the printed tables (overall row; group rows show those the benchmark reports per group).
 TABLE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate"),
          "crows_pairs": ("stereotype_score", "stereo_score", "antistereo_score"),
          "stereoset": ("ss", "lms", "icat", "ss_pooled", "lms_pooled", "icat_pooled"),
          "reward": ("mean", "worst_group", "refusal_rate"), "perplexity": ("perplexity", "nll_per_token"),
+         "counterfactual": ("reward_spread", "reward_gap", "content_change", "identical_rate"),
          # a training run's own held-out evaluation (heldout_result_block): its keys carry a "reward/" prefix
          "heldout_reward": ("reward/mean", "reward/worst_group", "refusal_rate", "kl", "completion/len_mean")}
-DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2, "heldout_reward": 3}  # the rest are percentages: one decimal
+DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2, "heldout_reward": 3, "counterfactual": 3}
+# The counterfactual benchmark's per descriptor pair figures ("<pair>/<metric>"), printed as a second table.
+PAIR_TABLE = ("reward_gap", "content_change")  # the rest are percentages: one decimal
 
 
 def _group_key(benchmark: str, group: str, col: str) -> str:
@@ -564,7 +582,35 @@ def format_result(res: BenchmarkResult) -> str:
     for g in _groups(res):
         lines.append(f"| {g} | {_count(res.metrics, res.benchmark, g + '/') or counts.get(g, '')} | "
                      + " | ".join(_cell(res.metrics, _group_key(res.benchmark, g, c), digits) for c in cols) + " |")
+    if res.benchmark == "counterfactual":
+        lines += ["", *_pair_lines(res, digits)]
     return "\n".join(lines)
+
+
+def _pair_lines(res: BenchmarkResult, digits: int) -> list[str]:
+    """The counterfactual benchmark's figures per descriptor pair: frames with both descriptors, the mean
+    |reward difference| and the mean content change of their two answers, with intervals."""
+    labels = M.counterfactual_pairs(res.items) if res.items is not None else \
+        sorted({k.rsplit("/", 1)[0] for k in res.metrics if k.endswith("/reward_gap") and ": " in k})
+    frames = _pair_frames(res.items) if res.items is not None else {}
+    lines = ["per descriptor pair (frames = templates with both descriptors)", "",
+             "| descriptor pair | frames | " + " | ".join(PAIR_TABLE) + " |", "|---" * (len(PAIR_TABLE) + 2) + "|"]
+    for label in labels:
+        lines.append(f"| {label} | {frames.get(label, '')} | "
+                     + " | ".join(_cell(res.metrics, f"{label}/{c}", digits) for c in PAIR_TABLE) + " |")
+    return lines
+
+
+def _pair_frames(table: M.ItemTable) -> dict[str, str]:
+    """How many frames have both descriptors of each pair (a finite content change for the pair)."""
+    labels = M.counterfactual_pairs(table)
+    counts = [0] * len(labels)
+    for name, codes in table.cols.items():
+        if name.startswith("pair_"):
+            defined = np.isfinite(table.cols["dist_" + name[5:]])
+            for code in codes[defined]:
+                counts[int(code)] += 1
+    return {label: str(n) for label, n in zip(labels, counts)}
 
 
 def format_changes(benchmark: str, changes: dict[str, U.Change], before: str, after: str, level: float) -> str:
@@ -636,7 +682,10 @@ def evaluate_cli(store: Any, model_or_run: str, benchmarks: Sequence[str], limit
         paired = find_paired(store, against, res) if against else None
         if paired is not None:
             before = U.stored_table(paired.metrics)
-            res.changes = U.paired_changes(before, res.items, max(settings.n_boot, 100), seed, settings.ci_level)
+            # the new result as it is stored (floats to 6 digits), like the one it is paired with: the same answers
+            # then give a change of exactly 0, and eval-show recomputes the same changes from the stored items
+            after = M.ItemTable.decode(res.items.encode())
+            res.changes = U.paired_changes(before, after, max(settings.n_boot, 100), seed, settings.ci_level)
             res.metrics["paired"] = U.changes_block(res.changes, {"evaluation": paired.id, "model": paired.model},
                                                     max(settings.n_boot, 100), seed, settings.ci_level)
         ids.append(record_evaluation(store, run_id=model.run_id, model=model.label, benchmark=res.benchmark,

@@ -429,3 +429,125 @@ SPECS["reward"] = BenchmarkSpec(_reward_statistic, group="group", group_metrics=
 def reward_scores(values: Sequence[float], groups: Sequence[str]) -> dict[str, float]:
     """Mean reward overall, per group ("<group>/mean"), and the worst group's mean (the group-robust view)."""
     return compute(reward_table(values, groups))
+
+
+# ------------------------------------------------------------------------------- counterfactual swaps
+@dataclass(frozen=True)
+class SwapOutcome:
+    """One counterfactual frame: a held-out prompt template filled with each of its axis's chosen descriptors
+    (the same noun, the same template), and how the model's answers to those variants differ.
+
+    `descriptors` lists the axis's chosen descriptors in a fixed order (slot i is always the same descriptor for
+    an axis); `present[i]` says whether this frame has that descriptor's variant. `rewards[i]` is the bias reward
+    of the answer to variant i (NaN: absent or unscored); `distances[(i, j)]` (i < j, both present) is the content
+    distance of the two answers, 1 - cosine similarity of their embeddings with the descriptors masked.
+    """
+
+    axis: str
+    descriptors: tuple[str, ...]
+    present: tuple[bool, ...]
+    rewards: tuple[float, ...]
+    distances: Mapping[tuple[int, int], float]
+    identical: bool  # every present variant's masked answer is the same text
+
+
+def pair_label(axis: str, a: str, b: str) -> str:
+    """The name a descriptor pair's figures are stored under ("religion: secular vs Evangelical"). A "/" in a
+    descriptor would read as a group separator in the stored keys, so it becomes a division slash."""
+    clean = [x.replace("/", "\u2215") for x in (axis, a, b)]
+    return f"{clean[0]}: {clean[1]} vs {clean[2]}"
+
+
+def _frame_figures(o: SwapOutcome) -> tuple[float, float, float, dict[tuple[int, int], tuple[float, float]]]:
+    """(reward spread, mean |reward difference| over pairs, mean content distance over pairs, per pair both)."""
+    idx = [i for i, p in enumerate(o.present) if p]
+    finite = [o.rewards[i] for i in idx if math.isfinite(o.rewards[i])]
+    spread = max(finite) - min(finite) if len(finite) >= 2 else NAN
+    pairs: dict[tuple[int, int], tuple[float, float]] = {}
+    for a_pos, i in enumerate(idx):
+        for j in idx[a_pos + 1:]:
+            ri, rj = o.rewards[i], o.rewards[j]
+            gap = abs(ri - rj) if math.isfinite(ri) and math.isfinite(rj) else NAN
+            pairs[(i, j)] = (gap, float(o.distances.get((i, j), NAN)))
+    gaps = [g for g, _ in pairs.values() if math.isfinite(g)]
+    dists = [d for _, d in pairs.values() if math.isfinite(d)]
+    return (spread, sum(gaps) / len(gaps) if gaps else NAN, sum(dists) / len(dists) if dists else NAN, pairs)
+
+
+def counterfactual_table(frames: Sequence[SwapOutcome], keys: Sequence[str] | None = None) -> ItemTable:
+    """Per frame: its axis, reward spread (max - min), mean reward gap and mean content change over its descriptor
+    pairs, whether all its answers were the same text, and per slot pair (i, j) the pair's reward gap, content
+    change and which descriptor pair it is (a code into levels["pair"])."""
+    axis, axes = _codes([f.axis for f in frames])
+    slots = max((len(f.descriptors) for f in frames), default=2)
+    # only the pairs some frame has both descriptors of: a pair never asked has no figure to report
+    labels = sorted({pair_label(f.axis, f.descriptors[i], f.descriptors[j])
+                     for f in frames for i in range(len(f.descriptors)) for j in range(i + 1, len(f.descriptors))
+                     if f.present[i] and f.present[j]})
+    code = {x: k for k, x in enumerate(labels)}
+    figs = [_frame_figures(f) for f in frames]
+    cols: dict[str, np.ndarray] = {
+        "axis": axis,
+        "spread": np.asarray([s for s, _, _, _ in figs], dtype=float),
+        "gap": np.asarray([g for _, g, _, _ in figs], dtype=float),
+        "dist": np.asarray([d for _, _, d, _ in figs], dtype=float),
+        "identical": np.asarray([1 if f.identical else 0 for f in frames], dtype=np.int64),
+    }
+    for i in range(slots):
+        for j in range(i + 1, slots):
+            got = [fig[3].get((i, j), (NAN, NAN)) for fig in figs]
+            cols[f"gap_{i}_{j}"] = np.asarray([g for g, _ in got], dtype=float)
+            cols[f"dist_{i}_{j}"] = np.asarray([d for _, d in got], dtype=float)
+            cols[f"pair_{i}_{j}"] = np.asarray(  # 0 where the frame lacks the pair (its gap and dist are NaN)
+                [code.get(pair_label(f.axis, f.descriptors[i], f.descriptors[j]), 0) if j < len(f.descriptors)
+                 else 0 for f in frames], dtype=np.int64)
+    return ItemTable("counterfactual", cols, {"axis": axes, "pair": labels},
+                     key_digest(keys) if keys is not None else "")
+
+
+def _finite_mean(x: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(x)
+    return _ratio(np.where(finite, x, 0.0).sum(-1), finite.sum(-1))
+
+
+def _counterfactual_statistic(c: Columns, levels: Mapping[str, list[str]]) -> dict[str, np.ndarray]:
+    """How much the answers move when only the descriptor is swapped (0 = not at all), over frames:
+    reward_spread (max - min bias reward among a frame's answers), reward_gap (mean |reward difference| over a
+    frame's descriptor pairs), content_change (mean 1 - cosine similarity of the pairs' masked answer
+    embeddings), identical_rate (share of frames whose masked answers are all the same text); and per descriptor
+    pair "<pair>/reward_gap", "<pair>/content_change" over the frames that have both descriptors."""
+    out = {"reward_spread": _finite_mean(c["spread"]), "reward_gap": _finite_mean(c["gap"]),
+           "content_change": _finite_mean(c["dist"]), "identical_rate": _mean(c["identical"].astype(float)),
+           "n": np.full(c["spread"].shape[:-1], float(c["spread"].shape[-1]))}
+    labels = levels.get("pair", [])
+    if not labels:
+        return out
+    n_levels = len(labels)
+    shape = c["spread"].shape[:-1] + (n_levels,)
+    sums = {m: np.zeros(shape) for m in ("gap", "dist")}
+    counts = {m: np.zeros(shape) for m in ("gap", "dist")}
+    for name in c:
+        if not name.startswith("pair_"):
+            continue
+        codes = c[name].reshape(-1, c[name].shape[-1])
+        for m in ("gap", "dist"):
+            v = c[f"{m}_{name[5:]}"].reshape(codes.shape)
+            finite = np.isfinite(v)
+            sums[m] += _per_level_sums(np.where(finite, v, 0.0), codes, n_levels).reshape(shape)
+            counts[m] += _per_level_sums(finite, codes, n_levels).reshape(shape)
+    gap, dist = _ratio(sums["gap"], counts["gap"]), _ratio(sums["dist"], counts["dist"])
+    for k, label in enumerate(labels):
+        out[f"{label}/reward_gap"] = gap[..., k]
+        out[f"{label}/content_change"] = dist[..., k]
+    return out
+
+
+SPECS["counterfactual"] = BenchmarkSpec(
+    _counterfactual_statistic, group="axis",
+    group_metrics=("reward_spread", "reward_gap", "content_change", "identical_rate", "n"), counts=("n",),
+    binary={"identical_rate": ("identical", None, 0)})
+
+
+def counterfactual_pairs(table: ItemTable) -> list[str]:
+    """The descriptor pairs a counterfactual table has figures for, in stored order."""
+    return list(table.levels.get("pair", []))
