@@ -8,13 +8,13 @@ import pytest
 
 pytest.importorskip("torch")
 
+from engine.hashing import sha256_file  # noqa: E402
 from engine.rewards.bias_model import (  # noqa: E402
     MARKER,
     SHIPPED_DIR,
     BiasRewardModel,
     default_reward_model_path,
     read_manifest,
-    sha256_file,
 )
 
 # Hand-written for these tests (not from any training text; the direction suite in engine/rewards/suite/ is the

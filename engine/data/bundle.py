@@ -17,15 +17,12 @@ from collections import defaultdict
 from pathlib import Path
 
 from engine.data._rows import BUNDLED_DIR
+from engine.hashing import sha256_file
 
 BBQ_QUADS_PER_TEMPLATE = 3  # 25 templates x 3 x 4 rows = 300 rows per category
 BOLD_PROMPTS_PER_DOMAIN = 300
 GOQA_SAMPLE_FILE = "goqa_sample_eval.json"
 GOQA_BUNDLED_FILE = "goqa_paper_countries.jsonl"
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _rank(*parts: object) -> str:
@@ -34,7 +31,7 @@ def _rank(*parts: object) -> str:
 
 def _write_source(out: Path, header: str) -> None:
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "SOURCE.md")
-    digests = "\n".join(f"{_sha(p)}  ./{p.relative_to(out).as_posix()}" for p in files)
+    digests = "\n".join(f"{sha256_file(p)}  ./{p.relative_to(out).as_posix()}" for p in files)
     (out / "SOURCE.md").write_text(f"{header.strip()}\n\n## SHA-256 of the bundled files\n```\n{digests}\n```\n")
 
 

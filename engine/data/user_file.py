@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.data._rows import show_value as _show
 from engine.data.types import DataValidationError, LoadReport, PreferencePair, PromptExample
+from engine.hashing import sha256_file
 
 SOURCE = "file"
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -73,15 +74,11 @@ def content_hash(path: str | Path) -> str:
     same folder copied elsewhere has the same hash)."""
     path = Path(path)
 
-    def file_digest(p: Path) -> str:
-        with p.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-
     if not path.is_dir():
-        return file_digest(path)
+        return sha256_file(path)
     h = hashlib.sha256()
     for p in _walk(path):
-        h.update(p.relative_to(path).as_posix().encode() + b"\x00" + file_digest(p).encode() + b"\n")
+        h.update(p.relative_to(path).as_posix().encode() + b"\x00" + sha256_file(p).encode() + b"\n")
     return h.hexdigest()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from db.paths import studio_home
+from engine.hashing import sha256_file
 
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 MANIFEST = "manifest.json"
@@ -109,14 +109,6 @@ def encode_reward_inputs(tokenizer: Any, prompts: Sequence[str], completions: Se
     a, b = _fit_pair(tokenizer, a, b, budget)
     # longest_first only trims the odd token that re-tokenising a cut text adds at the boundary.
     return tokenizer(a, b, truncation="longest_first", max_length=max_length, add_special_tokens=True)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def base_model_dir() -> Path:

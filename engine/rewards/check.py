@@ -19,7 +19,6 @@ is a StereoSet item with its three sentences.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -31,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.hashing import sha256_file
 from engine.rewards.suite.build_suite import KINDS, NEUTRAL_FILE, SUITE_FILE
 
 SUITE_TARGET_OVERALL = 0.90
@@ -370,10 +370,6 @@ def _median(values: Sequence[float]) -> float:
 # ------------------------------------------------------------------------------------- the CLI's report
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def default_grpo_specs(path: str | None) -> list[dict[str, Any]]:
     """The default GRPO reward terms, read from GRPOConfig so they follow the config, with every model-based
     term (bias_rm, and any other whose factory takes a path, such as a second head of the same model) pointed
@@ -420,7 +416,7 @@ def _model_info(folder: Path | None) -> dict[str, Any]:
                 "model_created": m["created"]}
     weights = folder / "model.safetensors"
     return {"model": str(folder), "shipped": False,
-            "model_sha256": _sha256(weights) if weights.is_file() else None}
+            "model_sha256": sha256_file(weights) if weights.is_file() else None}
 
 
 def run_check(path: str | Path | None = None, out: str | Path | None = None, limit: int | None = None,
@@ -451,8 +447,8 @@ def run_check(path: str | Path | None = None, out: str | Path | None = None, lim
     report = {
         **_model_info(folder),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "suite": {"file": "engine/rewards/suite/suite.jsonl", "sha256": _sha256(SUITE_FILE),
-                  "neutral_sha256": _sha256(NEUTRAL_FILE), "items": len(inputs.suite),
+        "suite": {"file": "engine/rewards/suite/suite.jsonl", "sha256": sha256_file(SUITE_FILE),
+                  "neutral_sha256": sha256_file(NEUTRAL_FILE), "items": len(inputs.suite),
                   "neutral": len(inputs.neutral)},
         "bbq": {"split": "eval (engine.data.splits, fixed for every seed)", "cases": len(inputs.bbq),
                 "skipped": inputs.notes.get("bbq_skipped", {})},

@@ -7,11 +7,12 @@ than the ones that would now be loaded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine.hashing import sha256_file
 
 VALIDATION_FILE = "validation.json"  # what engine.rewards.check writes next to the card
 TITLES = {"reward_model": "bias_rm alone", "default_grpo": "default GRPO reward"}
@@ -37,11 +38,7 @@ def _read_json(file: Path) -> dict[str, Any] | None:
 def _sha256(file: Path) -> str | None:
     if not file.is_file():
         return None
-    h = hashlib.sha256()
-    with file.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(file)
 
 
 def reward_model_info(path: str | None = None) -> RewardModelInfo:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine.hashing import sha256_file
 from engine.rewards.bias_model import (
     BASE_PACKAGE,
     MANIFEST,
@@ -38,7 +39,6 @@ from engine.rewards.bias_model import (
     build_full_folder,
     default_reward_model_dir,
     encode_reward_inputs,
-    sha256_file,
     write_marker,
 )
 from engine.rewards.corpus import CorpusSize, Example, build_corpus, held_out_targets  # noqa: F401 (re-export)
