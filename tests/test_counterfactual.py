@@ -283,3 +283,40 @@ def test_swap_rows_orders_and_skips_malformed():
     with pytest.raises(ValueError):
         swap_rows(metrics, "mean")
     assert swap_rows({}) == []
+
+
+def test_results_page_pairs_a_base_and_a_tuned_counterfactual_result(store, tmp_path):
+    """The report machinery treats the benchmark like the others: before -> after with the paired change."""
+    from db.writes import record_checkpoint, record_evaluation
+    from engine.config import parse_config
+    from engine.submission import submit_run
+    from tests.app_helpers import open_page
+
+    base = "embedded:smollm2-135m-instruct"
+    rid = submit_run(store, parse_config({"algorithm": "grpo", "name": "tuned", "max_steps": 50}))
+    record_checkpoint(store, rid, 50, str(tmp_path))
+    frames = [_frame() for _ in range(8)]
+    keys = [f"frame {i}" for i in range(8)]
+
+    def metrics(rewards, dist):
+        found = [M.SwapOutcome("religion", f.descriptors, (True,) * 3, tuple(r), {(0, 1): dist, (0, 2): dist,
+                                                                                  (1, 2): dist}, dist == 0)
+                 for f, r in zip(frames, rewards)]
+        table = M.counterfactual_table(found, keys)
+        answers = [["x", "y", "z"]] * 8
+        return {**M.compute(table), **U.result_block(table, n_boot=200),
+                "swaps": kept_swaps(frames, answers, rewards, found)}
+
+    record_evaluation(store, run_id=None, model=base, benchmark="counterfactual", dataset_version="v",
+                      metrics=metrics([[0.1, 0.5, 0.9]] * 8, 0.4), evaluated_model=base, source="cli")
+    record_evaluation(store, run_id=rid, model=f"run:{rid}", benchmark="counterfactual", dataset_version="v",
+                      metrics=metrics([[0.5, 0.5, 0.6]] * 8, 0.0), step=50, evaluated_model=base,
+                      evaluated_run_id=rid, evaluated_step=50, source="cli")
+    at = open_page("views/results.py")
+    assert not at.exception, at.exception
+    assert any("Counterfactual descriptor swaps" in h.value for h in at.subheader)
+    table = next(d.value for d in at.dataframe if "change" in d.value.columns
+                 and d.value.iloc[0]["metric"] == "reward_spread")
+    top = table.iloc[0]
+    assert top["before"].startswith("0.800") and top["after"].startswith("0.100") and top["change"].startswith("-0.700")
+    assert top["unbiased / better"] == "0 = reward unaffected by the swap"
