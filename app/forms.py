@@ -231,6 +231,25 @@ def _render_rewards(key: str, f: dict[str, Any]) -> None:
         _render_reward_card(st.session_state.get(f"{key}.params", {}).get("bias_rm", {}).get("path"))
 
 
+def _render_trackers(algorithm: str, key: str, help_: str) -> None:
+    """The trackers installed on this machine to choose from (a clone's choice stays listed, and submitting it says
+    what to install); the ones missing with their install command; the trackio dashboard's command once chosen."""
+    from engine.runs.trackers import TRACKERS, available_trackers, dashboard_command, install_hint
+
+    chosen = [n for n in st.session_state.get(key) or [] if n in TRACKERS]
+    st.session_state[key] = chosen
+    options = available_trackers()
+    options += [n for n in chosen if n not in options]
+    missing = [n for n in TRACKERS if n not in options]
+    note = (" Not installed here: " + "; ".join(f"{n} (`{install_hint(n)}`)" for n in missing) + ".") if missing else ""
+    st.multiselect(label("trackers"), options, key=key, help=help_ + note, disabled=not options,
+                   placeholder="Choose trackers" if options else "None installed")
+    if "trackio" in chosen:
+        project = str(st.session_state.get(form_key(algorithm, "tracker_project")) or "bias-studio")
+        st.caption("Watch it in trackio, once it runs:")
+        st.code(dashboard_command(project), language="bash")
+
+
 @st.cache_data(show_spinner=False, max_entries=8, ttl=60)
 def _reward_info(path: str | None) -> Any:
     from engine.rewards.info import reward_model_info
@@ -283,6 +302,8 @@ def render_field(algorithm: str, f: dict[str, Any], problems: Mapping[str, str],
         st.selectbox(label(name), dataset_choices, key=key, help=help_)
     elif kind == "rewards":
         _render_rewards(key, f)
+    elif name == "trackers":
+        _render_trackers(algorithm, key, help_)
     elif name == "reward" and kind == "str":
         if st.session_state.get(key) not in REWARD_CHOICES:
             st.session_state[key] = next(iter(REWARD_CHOICES))

@@ -44,6 +44,8 @@ MAX_STEPS = 1_000_000
 # Datasets read from the user's own file (engine.data.registry: source "file"); named here so validating a config
 # does not import the data package.
 FILE_DATASETS = ("prompts_file", "pairs_file")
+# Experiment trackers a run can mirror to (engine.runs.trackers; whether they are installed is a submit-time check).
+TRACKER_NAMES = ("trackio", "wandb")
 # strict: no text for numbers, no true for 1 (JSON's 1 is still a valid float); finite numbers only.
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -134,12 +136,40 @@ class BaseRunConfig(BaseModel):
     max_steps: int = _f(50, "Number of training steps.", ge=1, le=MAX_STEPS)
     checkpoint_every: int = _f(10, "Save a resumable checkpoint every this many steps (0: only at the end).",
                                section="checkpoints", advanced=True, ge=0, le=MAX_STEPS)
+    trackers: list[Literal[TRACKER_NAMES]] = _f(  # type: ignore[valid-type]
+        [], "Also mirror the run's metrics, group weights and samples to these experiment trackers: trackio (a local "
+        "dashboard: `trackio show --project NAME`, with TRACKIO_DIR=$STUDIO_HOME/trackio) or wandb (Weights & "
+        "Biases; WANDB_MODE=offline works without a network). The studio's store stays the record; a tracker that "
+        "fails is logged as an event and the run goes on.", section="logging", advanced=True, max_length=2)
+    tracker_project: str = _f("bias-studio", "The tracker project the run is mirrored into.", section="logging",
+                              advanced=True, min_length=1, max_length=100, pattern=r"^[\w.-]+$")
 
     @field_validator("max_steps", mode="before")
     @classmethod
     def _steps_positive(cls, v: Any) -> Any:
         if _is_number(v) and v < 1:
             raise ValueError("must be at least 1: a run needs one or more training steps")
+        return v
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _trackers_known(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        for name in v:
+            if isinstance(name, str) and name not in TRACKER_NAMES:
+                raise ValueError(f"unknown tracker {_short(name)}: choose from {', '.join(TRACKER_NAMES)}, or leave "
+                                 "trackers empty")
+        if len(set(map(str, v))) != len(v):
+            raise ValueError(f"names a tracker twice ({_short(v)}): list each tracker once")
+        return v
+
+    @field_validator("tracker_project", mode="before")
+    @classmethod
+    def _project_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and v and len(v) <= 100 and not re.fullmatch(r"[\w.-]+", v):
+            raise ValueError(f"{_short(v)} is not a project name: use letters, digits, '-', '_' and '.' only, "
+                             "e.g. bias-studio")
         return v
 
 

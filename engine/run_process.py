@@ -127,13 +127,22 @@ def _execute(store: Store, run: Run, worker_id: str, lease: str | None,
         if run.resume:
             ckpt = ctx.resume_checkpoint_path
             ctx.event(f"resuming from checkpoint {ckpt}" if ckpt else "resuming without a checkpoint: from step 0")
+        ctx.start_trackers()  # config.trackers: a mirror of the run's steps (engine/runs/trackers.py)
         # Until the runner names its own setup phases (or logs its first step), the run page says this.
         ctx.setup("loading the data, the model and what the run needs before its first step")
         runner = importlib.import_module(RUNNERS[config.algorithm])
         runner.execute(ctx)
+        ctx.finish_trackers()
     except LeaseLost:
         raise
     except BaseException as exc:  # noqa: BLE001 - everything ends the run; the worker must hear of it
+        if ctx is not None:
+            try:
+                ctx.finish_trackers()  # flushes what the trackers hold; a tracker's own failure is only an event
+            except LeaseLost:
+                raise
+            except Exception:  # noqa: BLE001 - the run's failure is what gets recorded
+                pass
         if watchdog is not None:
             watchdog.stop()
         if _user_facing(exc):

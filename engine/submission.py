@@ -10,6 +10,7 @@ parse_config stays store-free because the run process re-parses the stored confi
 - STUDIO_DATA_DIRS (directories separated by os.pathsep): when set, those paths must lie inside one of them. The
   web app behind STUDIO_PASSWORD always enforces it, and with the variable unset it takes no server path at all;
 - run:ID references (compare, eval) must name an existing training run that has a checkpoint;
+- trackers (engine.runs.trackers) must be installed here, or the refusal names the pip extra that installs them;
 - a dataset_path is parsed with the dataset's own loader: a file whose rows are malformed too often (see
   engine.data.quality) is refused with the first bad rows; a few skipped rows become a warning event of the run;
 - your own file (prompts_file, pairs_file; engine.data.user_file) is refused on any bad row, with the file and the
@@ -188,6 +189,12 @@ def check_submission(store: Any, cfg: BaseRunConfig, *, web: bool = False) -> tu
             problem = _run_ref_problem(store, value)
             if problem:
                 problems[name] = problem
+    if data.get("trackers"):
+        from engine.runs.trackers import missing_problem
+
+        problem = missing_problem(data["trackers"])
+        if problem:
+            problems["trackers"] = problem
     notes: list[str] = []
     own_file = _is_own_file(cfg)
     if data.get("dataset_path"):

@@ -42,10 +42,33 @@ class RunContext:
         self._shutdown = False
         self._cancel_poll_s = cancel_poll_s
         self._last_cancel_poll = 0.0
-        self.run_dir = run_folder(run_id, queue.get_run(store, run_id).folder_token)
+        run = queue.get_run(store, run_id)
+        self.run_dir = run_folder(run_id, run.folder_token)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume_checkpoint = queue.latest_checkpoint(store, run_id) if resume else None
         self._started = time.monotonic()
+        self._run_name = run.name
+        self.trackers: Any = None  # engine.runs.trackers.Mirror, from start_trackers
+
+    # --- trackers (engine/runs/trackers.py): a mirror of what log_step stores; never fails the run -------------
+    def start_trackers(self) -> None:
+        """Start the config's trackers (none: nothing happens). Each one's start, or its failure, is an event."""
+        names = list(getattr(self.config, "trackers", None) or ())
+        if not names or self.trackers is not None:
+            return
+        from engine.config import config_to_json
+        from engine.runs.trackers import Mirror
+
+        config = {"studio_run_id": self.run_id, **json.loads(config_to_json(self.config))}
+        self.trackers = Mirror(names, project=self.config.tracker_project, run_name=self._run_name,
+                               key=self.run_dir.name, config=config, resume=self.resume, report=self._report)
+
+    def finish_trackers(self) -> None:
+        if self.trackers is not None:
+            self.trackers.finish()
+
+    def _report(self, message: str, level: str) -> None:
+        self.event(message, level)
 
     # --- stopping -------------------------------------------------------------------------------------
     def request_shutdown(self) -> None:
@@ -95,7 +118,10 @@ class RunContext:
     # --- writes ---------------------------------------------------------------------------------------
     def log_step(self, step: int, metrics: Mapping[str, float], groups: Iterable[Mapping[str, Any]] = (),
                  samples: Iterable[Mapping[str, Any]] = ()) -> None:
+        groups, samples = list(groups), list(samples)
         writes.write_step(self.store, self.run_id, step, metrics, groups, samples, lease=self.lease)
+        if self.trackers is not None:  # after the store has the step: the store is the record
+            self.trackers.log_step(step, metrics, groups, samples)
 
     def write_comparison(self, rows: Iterable[Mapping[str, Any]]) -> None:
         writes.write_comparison(self.store, self.run_id, rows, lease=self.lease)
