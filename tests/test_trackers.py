@@ -230,3 +230,33 @@ def test_new_run_form_offers_the_installed_trackers_and_queues_the_choice(store,
     (run,) = queue.list_runs(store)
     config = json.loads(run.config_json)
     assert config["trackers"] == ["trackio"] and config["tracker_project"] == "my-project"
+
+
+def test_wandb_offline_mirror_where_wandb_is_installed(store, db_url, studio_home, monkeypatch):
+    """The wandb extra is not part of dev (CI runs this only where wandb is installed): offline mode, no network or
+    account, under $STUDIO_HOME/wandb, one offline run per studio run holding every step's metrics and weights."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        pytest.skip("wandb is not installed (pip install -e '.[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    run_id = submit_run(store, SyntheticConfig(max_steps=5, n_val=200, n_test_states=200, trackers=["wandb"],
+                                               tracker_project="offline"))
+    out = run_cli("engine", "--once", "--db", db_url, timeout=600)
+    assert out.returncode == 0, out.stderr
+    run = queue.get_run(store, run_id)
+    assert run.status == RunStatus.completed, messages(store, run_id)
+    assert not [m for m in messages(store, run_id, "warning") if "tracker" in m], messages(store, run_id)
+    assert any(m.startswith("mirroring to Weights & Biases project 'offline'") and "mode offline" in m
+               for m in messages(store, run_id)), messages(store, run_id)
+    (folder,) = (studio_home / "wandb" / "wandb").glob(f"offline-run-*-studio-{run_id}-{run.folder_token}")
+    # The offline run's log (what `wandb sync` uploads) is protobuf; its history items hold each key and its value
+    # as JSON text, so every stored value is in it, spelled as JSON spells it.
+    (log,) = folder.glob("run-*.wandb")
+    data = log.read_bytes()
+    groups = group_rows(store, run_id)
+    for step, metrics in metrics_by_step(store, run_id).items():
+        assert json.dumps(metrics["train/loss"]).encode() in data, step
+        for group, row in groups[step].items():
+            assert mk.group_weight(group).encode() in data and json.dumps(row["weight"]).encode() in data
