@@ -23,7 +23,8 @@ ALG = "eval"
 JOB_KEY = "eval.job"
 PROBLEMS_KEY = "eval.new.problems"
 BASE_KIND, RUN_KIND = "A base model", "A run's checkpoint"
-BENCHMARKS = ("reward", "crows_pairs", "stereoset", "bbq", "perplexity")  # the harness's, in the report's order
+BENCHMARKS = ("reward", "crows_pairs", "stereoset", "bbq", "perplexity", "counterfactual")  # the report's order
+DEFAULT_PICKED = BENCHMARKS[:-1]  # as `studio eval`: the descriptor swaps are opt-in (about 3x the reward's time)
 REFRESH_S = 2.0
 
 
@@ -82,7 +83,10 @@ def _queue(store: Any) -> None:
 def render_launcher(store: Any, expanded: bool) -> None:
     """The "New evaluation" form."""
     ss = st.session_state
-    with st.expander("New evaluation", expanded=expanded, icon=":material/playlist_add:"):
+    # Keyed and tracked: `expanded` is only the first state, so the form stays open while the user queues a second
+    # evaluation, though the first one's results turn `expanded` off.
+    with st.expander("New evaluation", expanded=expanded, icon=":material/playlist_add:", key="eval.new.open",
+                     on_change="rerun"):
         st.caption("Scores a model on the bias benchmarks through the engine's queue, as `studio eval` does. "
                    "Evaluate the base model and a tuned run's checkpoint on the same limit to get their before/after "
                    "with paired tests (here and on the Results page).")
@@ -111,7 +115,7 @@ def render_launcher(store: Any, expanded: bool) -> None:
                           help="A hub id or a model folder on the server (inside STUDIO_DATA_DIRS when a password "
                                "is set).")
         if "eval.new.benchmarks" not in ss:
-            ss["eval.new.benchmarks"] = list(BENCHMARKS)
+            ss["eval.new.benchmarks"] = list(DEFAULT_PICKED)
         st.multiselect("Benchmarks", list(BENCHMARKS), key="eval.new.benchmarks",
                        format_func=lambda b: eval_view.BENCHMARK_LABELS.get(b, b))
         if "eval.new.limit" not in ss:

@@ -518,8 +518,9 @@ class EvalConfig(BaseRunConfig):
     algorithm: Literal["eval"] = "eval"
     model: str = _f(DEFAULT_MODEL, "Model to evaluate: a model path, hub id, 'run:ID' (its latest checkpoint) or "
                     "'run:ID@STEP'.")
-    benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity"]] = _f(
-        ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run.")
+    benchmarks: list[Literal["bbq", "crows_pairs", "stereoset", "reward", "perplexity", "counterfactual"]] = _f(
+        ["bbq", "crows_pairs", "stereoset", "reward", "perplexity"], "Benchmarks to run (counterfactual is opt-in: it "
+        "generates up to 4 answers per held-out template, about 3x the reward benchmark's time).")
     limit: int = _f(0, "Examples per benchmark, balanced over its groups (0: the full bundled sets, as `studio "
                     "eval` runs them).", ge=0, le=MAX_EXAMPLES)
     max_steps: int = _f(1, "Evaluation jobs have one step.", advanced=True, ge=1, le=1)

@@ -93,3 +93,18 @@ def test_launcher_queues_an_earlier_checkpoint_as_run_id_at_step(store, tmp_path
     assert not at.exception, at.exception
     (job,) = [r for r in list_runs(store) if r.algorithm == "eval"]
     assert json.loads(job.config_json)["model"] == f"run:{rid}@3"
+
+
+def test_the_counterfactual_swaps_are_offered_but_not_picked_by_default(store):
+    """As `studio eval`: the descriptor-swap benchmark is opt-in (it generates about 3x the reward benchmark's
+    answers), and once picked the eval job is queued with it."""
+    at = open_page("views/compare.py")
+    box = at.multiselect(key="eval.new.benchmarks")
+    assert box.options[-1] == "Counterfactual descriptor swaps"  # (AppTest lists the shown labels)
+    assert "counterfactual" not in box.value and set(box.value) == {"reward", "crows_pairs", "stereoset", "bbq",
+                                                                    "perplexity"}
+    box.set_value(["counterfactual"]).run()
+    at.button(key="eval.new.submit").click().run()
+    assert not at.exception, at.exception
+    (job,) = [r for r in list_runs(store) if r.algorithm == "eval"]
+    assert json.loads(job.config_json)["benchmarks"] == ["counterfactual"]

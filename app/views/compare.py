@@ -90,10 +90,14 @@ def _progress(job) -> None:  # type: ignore[no-untyped-def]
             icon=":material/hourglass_top:")
 
 
-tab_cmp, tab_overlay, tab_eval = st.tabs(["Side by side", "Overlay runs", "Evaluations"])
+# Keyed and tracked, so the open tab survives a full rerun whose elements above it changed (a flash message going,
+# an evaluation job's end): untracked, the browser put the user back on the first tab when a job finished.
+tab_cmp, tab_overlay, tab_eval = st.tabs(["Side by side", "Overlay runs", "Evaluations"], key="cmp.tabs",
+                                         on_change="rerun")
 
 with tab_cmp:
-    with st.expander("New comparison", expanded=not runs_by_algorithm(store, [ALG]), icon=":material/add:"):
+    with st.expander("New comparison", expanded=not runs_by_algorithm(store, [ALG]), icon=":material/add:",
+                     key="cmp.new.open", on_change="rerun"):  # stays as the user left it (see the tabs)
         st.caption("Pick two models (for example the base model and a run's latest checkpoint) and a prompt set. "
                    "The engine answers every prompt with both and scores each answer with the bias reward.")
         if ss.get(forms.form_key(ALG, "model_b") + ".kind") is None:
