@@ -1,13 +1,15 @@
 """The studio in a real browser (Debian chromium through Playwright) against the real app and engine.
 
-A new user's path: open the studio, create a synthetic run from the form, watch the group-weight chart gain
-points without reloading, cancel the run, open the comparison page and see both columns. Screenshots of
-each page go to test-artifacts/ (and, with STUDIO_UPDATE_SCREENSHOTS=1, to docs/screenshots/).
+A new user's whole journey in one test (a group-robust GRPO run on the tiny model from an uploaded preset, its
+live page, cancel, resume, a comparison and two evaluations queued from the browser, the before/after table), the
+password on every page's address, and the pages following the store without a reload. Screenshots of each page
+go to test-artifacts/ (and, with STUDIO_UPDATE_SCREENSHOTS=1, to docs/screenshots/).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -22,6 +24,7 @@ from tests.helpers import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+SHARED_CACHE = ROOT / "test-artifacts" / "studio_home"
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt install chromium)")]
@@ -40,6 +43,10 @@ def _serve(tmp_path, *, password: str | None = None, engine: bool = True):
 
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
+    for cache in ("models", "tokenizers", "reward_models"):  # converted once per machine, as conftest shares them
+        (SHARED_CACHE / cache).mkdir(parents=True, exist_ok=True)
+        if not (home / cache).exists():
+            (home / cache).symlink_to(SHARED_CACHE / cache, target_is_directory=True)
     db_url = f"sqlite:///{home / 'studio.db'}"
     env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_DB_URL": db_url}
     env.pop("STUDIO_PASSWORD", None)
@@ -79,13 +86,6 @@ def _serve(tmp_path, *, password: str | None = None, engine: bool = True):
 
 
 @pytest.fixture
-def studio(tmp_path):
-    """`studio app` and `studio engine` on a temp store, no password; yields (url, store)."""
-    with _serve(tmp_path) as served:
-        yield served
-
-
-@pytest.fixture
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
@@ -93,13 +93,6 @@ def browser():
                                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield b
         b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1500})
-    pg.set_default_timeout(30_000)
-    yield pg
 
 
 def _shot(page, name: str) -> None:
@@ -145,84 +138,199 @@ def _fill_number(page, label: str, value: int) -> None:
     _settle(page)
 
 
-def test_new_user_flow(studio, page):
-    url, store = studio
-    page.goto(url)
-    page.get_by_text("No runs yet").wait_for()
-    _shot(page, "runs-empty")
+def _grid(page, nth: int = 0) -> list[dict[str, str]]:
+    """The rows of the nth st.dataframe on the page, header -> cell text. The grid draws on a canvas; its
+    accessibility table (the rows in view) carries the same text."""
+    rows = page.evaluate("""(nth) => {
+        const grid = document.querySelectorAll('[data-testid="stDataFrame"]')[nth];
+        if (!grid) return null;
+        return [...grid.querySelectorAll('table tr')].map(tr => [...tr.children].map(c => c.innerText.trim()));
+    }""", nth)
+    if not rows:
+        return []
+    head, *body = rows
+    return [dict(zip(head, r)) for r in body]
 
-    # Create a synthetic run from the form.
-    page.get_by_role("link", name="New run").first.click()
-    page.get_by_text("Dataset preview").first.wait_for()
-    _shot(page, "new-run")
-    _select(page, "Algorithm", "Synthetic (group-robust paper)")
-    page.get_by_label("Max steps", exact=True).first.wait_for()
-    # Long enough that it cannot finish before the cancel below, however busy the machine.
-    _fill_number(page, "Max steps", 50000)
-    page.get_by_label("Name", exact=True).first.fill("browser synthetic")
-    page.get_by_label("Name", exact=True).first.press("Enter")
-    page.wait_for_timeout(500)
-    page.get_by_role("button", name="Queue run").click()
 
-    # The run page opens and its headline chart grows while we watch, without a reload.
-    page.get_by_text("browser synthetic").first.wait_for()
-    try:
-        wait_for(lambda: _weight_points(page) > 0, timeout=90, what="the group-weight chart to appear")
-    except AssertionError:
-        _shot(page, "failure-run-page")
-        raise
-    first = _weight_points(page)
-    url_before = page.url
-    grown = wait_for(lambda: _weight_points(page) > first and _weight_points(page), timeout=60,
-                     what="the group-weight chart to gain points")
-    assert grown > first and page.url == url_before
-    _shot(page, "run-live")
+def _grid_index(page, first_header: str, wanted: str) -> int:
+    """Index of the first dataframe whose header row includes `wanted` (a column label)."""
+    n = page.locator('[data-testid="stDataFrame"]').count()
+    for i in range(n):
+        rows = page.evaluate("""(i) => { const g = document.querySelectorAll('[data-testid="stDataFrame"]')[i];
+            const tr = g && g.querySelector('table tr'); return tr ? [...tr.children].map(c => c.innerText.trim()) : []; }""", i)
+        if first_header in rows and any(wanted in h for h in rows):
+            return i
+    return -1
 
-    # Cancel it from its page; the engine stops it at a step boundary.
-    from db.queue import list_runs
 
-    (run,) = list_runs(store)
-    page.get_by_role("button", name="Cancel").first.click()
-    wait_for(lambda: list_runs(store)[0].status.value == "cancelled", timeout=60, what="the run to be cancelled")
-    page.get_by_text("cancelled").first.wait_for()
-    # The page's last rerun (the one that noticed the end) streams its header before its charts, so the chart may
-    # still take in the final steps just after "cancelled" shows: wait for it to settle, then it must stay put.
-    def settled() -> int | None:
-        before = _weight_points(page)
-        page.wait_for_timeout(1000)
-        return before if before and _weight_points(page) == before else None
-    stopped = wait_for(settled, timeout=30, interval=0.0, what="the chart to take in the run's last steps")
-    page.wait_for_timeout(3000)
-    assert _weight_points(page) == stopped  # no more refreshes once the run ended
-    _shot(page, "run-cancelled")
+def _wait_status(store, run_id: int, status: str, timeout: float = 600) -> None:
+    from db.queue import get_run
 
-    page.get_by_role("link", name="Runs").first.click()
-    page.get_by_role("heading", name="Actions").wait_for()
-    # The table is drawn on a canvas; the action picker below it names the run.
-    assert "browser synthetic" in page.get_by_role("combobox", name="Run").input_value()
-    _shot(page, "runs")
+    def done():
+        run = get_run(store, run_id)
+        ended = run.status.value in ("failed", "cancelled", "completed") and run.status.value != status
+        assert not ended, (f"run {run_id} ended {run.status.value} (wanted {status}; if completed before a cancel, "
+                           f"raise JOURNEY_STEPS)", run.error)
+        return run.status.value == status
 
-    # A finished comparison job (its rows inserted directly: the compare runner is the engine's business).
-    from db.models import Run, RunStatus
-    from engine.submission import submit_run
-    from db.writes import write_comparison
-    from engine.config import parse_config
+    wait_for(done, timeout=timeout, interval=0.5, what=f"run {run_id} to be {status}")
 
-    cid = submit_run(store, parse_config({"algorithm": "compare", "name": "base vs tuned"}))
-    with store.write() as s:
-        s.get(Run, cid).status = RunStatus.completed
-    write_comparison(store, cid, [
-        {"prompt_index": i, "group": g, "prompt": f"Describe a {g} person number {i}.", "side": side, "model": model,
-         "completion": f"{side.upper()} answer {i}: ...", "reward": r}
-        for i, g in enumerate(["gender", "religion", "race", "gender"])
-        for side, model, r in (("a", "embedded:smollm2-135m-instruct", 0.3 + 0.05 * i), ("b", f"run:{run.id}", 0.7))])
-    page.get_by_role("link", name="Compare").first.click()
-    page.get_by_text("Summary per group").wait_for()
-    page.get_by_text("A answer 0: ...").wait_for()
-    page.get_by_text("B answer 0: ...").wait_for()
-    assert page.get_by_text("A: embedded:smollm2-135m-instruct", exact=False).count() > 0
-    assert page.get_by_text(f"B: run #{run.id} browser synthetic (step", exact=False).count() > 0  # not "run:1"
-    _shot(page, "compare")
+
+# Small steps (a few seconds each on a fast machine): the cancel comes at step 1-3, and the rest runs after resume.
+JOURNEY_STEPS = 12
+
+
+def test_the_whole_journey(tmp_path, browser, tiny_model_dir):
+    """Issue 18's journey in one go, as a new user makes it, all in the browser: a group-robust GRPO run from an
+    uploaded preset -> its live charts, samples and events while it trains -> cancel -> resume to the end -> a
+    comparison of the base model with the run -> an evaluation of each from the browser -> the before/after table
+    shows both columns with the values the store holds."""
+    from app import eval_view
+    from db.queue import get_run, list_runs
+    from db.reads import evaluations
+    from tests.runs_fixtures import metrics_by_step
+
+    tiny = str(tiny_model_dir)
+    preset = tmp_path / "journey.json"
+    preset.write_text(json.dumps({
+        "algorithm": "gr_grpo", "name": "journey gr-grpo", "model": tiny, "dataset": "bias_prompts",
+        "max_steps": JOURNEY_STEPS, "prompts_per_step": 2, "group_size": 2, "max_new_tokens": 8, "sampler": "hf",
+        "checkpoint_every": 1, "eval_every": JOURNEY_STEPS, "eval_prompts": 8, "eta": 0.5}))
+    with _serve(tmp_path) as (url, store):
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        page.get_by_text("No runs yet").wait_for()
+        _shot(page, "runs-empty")
+
+        # New run: load the preset file the user saved, queue it.
+        page.get_by_role("link", name="New run").first.click()
+        page.get_by_text("Dataset preview").first.wait_for()
+        _shot(page, "new-run")
+        presets = page.locator('[data-testid="stExpander"]', has_text="Presets")
+        presets.get_by_text("Presets").first.click()
+        presets.locator('input[type="file"]').set_input_files(str(preset))
+        page.get_by_text("Loaded preset journey.json").wait_for()
+        _settle(page)
+        assert page.get_by_text("The run was not queued").count() == 0
+        page.get_by_role("button", name="Queue run").click()
+
+        # Its page opens and draws the training as it comes; cancel as soon as the first step shows.
+        page.locator("h3", has_text="journey gr-grpo").wait_for(timeout=60_000)
+        (run,) = list_runs(store)
+        try:
+            wait_for(lambda: _weight_points(page) > 0, timeout=300, what="the group-weight chart to appear")
+        except AssertionError:
+            _shot(page, "failure-run-page")
+            raise
+        url_before = page.url
+        page.get_by_role("button", name="Cancel").first.click()
+        _wait_status(store, run.id, "cancelled", timeout=300)
+        stopped_at = get_run(store, run.id).last_step
+        assert stopped_at < JOURNEY_STEPS, "the run ended before the cancel took: raise JOURNEY_STEPS"
+        page.get_by_text("cancelled").first.wait_for()
+
+        def settled() -> int | None:
+            before = _weight_points(page)
+            page.wait_for_timeout(1000)
+            return before if before and _weight_points(page) == before else None
+        still = wait_for(settled, timeout=30, interval=0.0, what="the chart to take in the run's last steps")
+        page.wait_for_timeout(3000)
+        assert _weight_points(page) == still and page.url == url_before  # no more refreshes once the run ended
+        # What the run did so far is on its page: samples, and in the event log the checkpoints and the cancel
+        # (the log is a dataframe: its text lives in the grid's accessibility cells, attached but not shown).
+        assert page.get_by_text("No samples logged yet").count() == 0
+        page.get_by_text("checkpoint saved at step").first.wait_for(state="attached")
+        _shot(page, "run-cancelled")
+
+        # Resume from the same page: the chart follows the rest of the run live, from its checkpoint to the last
+        # step, every step once.
+        page.get_by_role("button", name="Resume").first.click()
+        grown = wait_for(lambda: _weight_points(page) > still and _weight_points(page), timeout=600,
+                         what="the chart to gain the resumed run's steps without a reload")
+        assert grown > still
+        _shot(page, "run-live")
+        _wait_status(store, run.id, "completed", timeout=900)
+        page.get_by_text("completed").first.wait_for()
+        # the held-out point before training (step 0), then every step once: none lost or written twice
+        assert sorted(metrics_by_step(store, run.id)) == list(range(JOURNEY_STEPS + 1))
+        wait_for(lambda: _weight_points(page) == JOURNEY_STEPS, timeout=60, what="the chart to show every step")
+        _shot(page, "run-completed")
+
+        page.get_by_role("link", name="Runs").first.click()
+        page.get_by_role("heading", name="Actions").wait_for()
+        assert "journey gr-grpo" in page.get_by_role("combobox", name="Run").input_value()
+        _shot(page, "runs")
+
+        # Compare: the base model (a local folder) against the run's latest checkpoint, queued from the page.
+        page.get_by_role("link", name="Compare").first.click()
+        page.get_by_role("button", name="Queue comparison").wait_for()
+        page.get_by_role("radiogroup", name="Model A").get_by_text("Local folder").click()
+        _settle(page)
+        page.get_by_placeholder("/path/to/model-folder").first.fill(tiny)
+        page.get_by_placeholder("/path/to/model-folder").first.press("Enter")
+        _settle(page)
+        _fill_number(page, "Num prompts", 4)
+        _fill_number(page, "Max new tokens", 8)
+        def queued(algorithm: str, after: int) -> int | None:
+            return next((r.id for r in list_runs(store) if r.algorithm == algorithm and r.id > after), None)
+
+        page.get_by_role("button", name="Queue comparison").click()
+        cmp_id = wait_for(lambda: queued("compare", run.id), timeout=30, what="the comparison to be queued")
+        _wait_status(store, cmp_id, "completed")
+        page.get_by_text("Summary per group").wait_for(timeout=60_000)
+        assert page.get_by_text(f"B: run #{run.id} journey gr-grpo (step {JOURNEY_STEPS}", exact=False).count() > 0
+        _shot(page, "compare")
+
+        # Evaluations from the browser: the base model, then the run's checkpoint, on the held-out bias reward.
+        page.get_by_role("tab", name="Evaluations").click()
+        page.locator('[data-testid="stExpander"]', has_text="New evaluation").locator("summary").click()
+        other = page.get_by_role("textbox", name="Or another model")
+        other.fill(tiny)
+        other.press("Enter")
+        _settle(page)
+        bench = page.locator('[data-testid="stMultiSelect"]', has_text="Benchmarks")
+        bench.get_by_role("button", name="Clear all").click()
+        _settle(page)
+        bench.get_by_role("combobox").click()
+        page.get_by_role("option", name="Held-out bias reward").click()
+        page.keyboard.press("Escape")
+        _settle(page)
+        _fill_number(page, "Limit (items per benchmark, 0 = all)", 8)
+        jobs = []
+        for kind in ("A base model", "A run's checkpoint"):
+            # (still on the Evaluations tab with the form open: the first job's end must not move the page)
+            page.get_by_role("radiogroup", name="Evaluate").get_by_text(kind).click()
+            _settle(page)
+            page.get_by_role("button", name="Queue evaluation").click()
+            jobs.append(wait_for(lambda: queued("eval", jobs[-1] if jobs else cmp_id), timeout=30,
+                                 what=f"the evaluation of {kind} to be queued"))
+            _wait_status(store, jobs[-1], "completed")
+        stored = [ev for ev in evaluations(store) if ev.benchmark == "reward"]
+        assert len(stored) == 2
+        by_model = {ev.model: ev for ev in stored}
+        base, tuned = by_model[tiny], next(ev for m, ev in by_model.items() if m != tiny)
+        assert base.metrics["mean"] != tuned.metrics["mean"]
+
+        # The before/after table: one column per evaluated model, each holding its own stored value.
+        def cell(ev) -> str:
+            lo, hi = (ev.metrics.get("ci") or {}).get("mean", [None, None])[:2]
+            n = eval_view.digits("reward")
+            return f"{ev.metrics['mean']:.{n}f}" + (f" [{lo:.{n}f}, {hi:.{n}f}]" if lo is not None else "")
+
+        def table():
+            i = _grid_index(page, "metric", f"eval job #{jobs[1]}")
+            if i < 0:
+                return None
+            rows = [r for r in _grid(page, i) if r.get("group") == "all" and r.get("metric") == "mean"]
+            return rows[0] if rows else None
+        row = wait_for(table, timeout=60, what="the before/after table to show both evaluations")
+        base_col = next((k for k in row if k.startswith(f"eval job #{jobs[0]}:")), None)
+        tuned_col = next((k for k in row if k.startswith(f"eval job #{jobs[1]}:")), None)
+        assert base_col and tuned_col, (jobs, row)
+        assert f"run #{run.id} journey gr-grpo step {JOURNEY_STEPS}" in tuned_col
+        assert row[base_col] == cell(base) and row[tuned_col] == cell(tuned), (row, cell(base), cell(tuned))
+        _shot(page, "compare-evaluations")
 
 
 # Each page's own address, and what only that page shows once the studio is open.

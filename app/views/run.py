@@ -75,7 +75,8 @@ def _do(action, message: str) -> None:  # type: ignore[no-untyped-def]
         flash(str(e), "error")
 
 
-head = st.columns([6, 1, 1, 1])
+# Wide enough for each button's icon and word: at [6, 1, 1, 1] a 1400 px window cut "Resume" to "Resu...".
+head = st.columns([5, 1.2, 1.3, 1.2], vertical_alignment="top")
 head[0].markdown(f"### #{row.id} {plain(row.name)}\n{status_badge(row.status)} · "
                  f"{ALGORITHM_LABELS.get(row.algorithm, row.algorithm)} · model {plain(row.model)}")
 head[1].button("Cancel", key="run.cancel", disabled=not active or row.cancel_requested, icon=":material/stop_circle:",
