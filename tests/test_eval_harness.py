@@ -171,3 +171,27 @@ def test_eval_show_prints_a_runs_own_held_out_evaluation(store, capsys):
     all_row = next(line for line in out.splitlines() if line.startswith("| all |"))
     assert "0.667 [" in all_row and "0.300" in all_row and "0.001" in all_row  # mean with interval, worst, kl
     assert "| age | 2 | 0.300 [" in out and "| gender | 2 | 1.000 [" in out
+
+
+def test_eval_show_pairs_two_held_out_evaluations_of_a_run(store, capsys):
+    """`eval-show AFTER --against BEFORE` on a run's own step-0 and last-step held-out evaluations prints the
+    paired change of the mean, the worst group and every group (it printed an empty table: the changes carry the
+    item table's `reward` keys, the table looked for heldout_reward's)."""
+    from db.writes import record_evaluation
+    from engine.evaluation.harness import heldout_result_block
+
+    groups = ["age", "age", "gender", "gender", "race", "race"]
+    prompts = [f"prompt {i}" for i in range(6)]
+    ids = []
+    for step, values in ((0, [0.2, 0.4, 0.9, 1.1, 0.6, 0.8]), (24, [0.5, 0.7, 0.9, 1.1, 0.6, 0.8])):
+        metrics = {"reward/mean": sum(values) / 6, **heldout_result_block(values, groups, prompts, ["a"] * 6,
+                                                                          n_boot=200)}
+        ids.append(record_evaluation(store, run_id=None, model="m", benchmark="heldout_reward", dataset_version="v",
+                                     metrics=metrics, step=step, source="run"))
+    show_cli(store, [ids[1]], against=ids[0])
+    out = capsys.readouterr().out
+    assert f"heldout_reward: m (evaluation {ids[1]}) vs m (evaluation {ids[0]}) on the same items" in out
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert "| 0.667 | 0.767 | +0.100 [" in rows["mean"]
+    assert "| 0.300 | 0.600 | +0.300 [" in rows["age/mean"] and "+0.000" in rows["gender/mean"]
+    assert "| 0.300 | 0.600 | +0.300" in rows["worst_group"]

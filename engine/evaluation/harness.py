@@ -558,8 +558,11 @@ def show_cli(store: Any, ids: Sequence[int], against: int | None = None) -> None
             except U.PairingError as e:
                 print(f"{res.benchmark}: not paired with evaluation {before.id}: {e}\n")
                 continue
+            # The changes carry the item table's keys ("mean", "age/mean"), and an in-run held-out result's items
+            # are a `reward` table: name the table's columns after it, or heldout_reward's "reward/mean" columns
+            # matched none of them and the table came out empty.
             print(format_changes(res.benchmark, changes, f"{before.model} (evaluation {before.id})",
-                                 f"{ev.model} (evaluation {ev.id})", level) + "\n")
+                                 f"{ev.model} (evaluation {ev.id})", level, table=res.items.benchmark) + "\n")
 
 
 def _groups(res: BenchmarkResult) -> list[str]:
@@ -613,10 +616,12 @@ def _pair_frames(table: M.ItemTable) -> dict[str, str]:
     return {label: str(n) for label, n in zip(labels, counts)}
 
 
-def format_changes(benchmark: str, changes: dict[str, U.Change], before: str, after: str, level: float) -> str:
-    """Paired changes as a Markdown table; `*` marks a change whose interval excludes 0."""
+def format_changes(benchmark: str, changes: dict[str, U.Change], before: str, after: str, level: float,
+                   table: str | None = None) -> str:
+    """Paired changes as a Markdown table; `*` marks a change whose interval excludes 0. `table`: the benchmark
+    of the item table the changes were computed on, where it differs from `benchmark`."""
     digits = DIGITS.get(benchmark, 1)
-    cols = TABLE.get(benchmark, ())
+    cols = TABLE.get(table or benchmark, ())
     keys = [k for k in changes if k.rsplit("/", 1)[-1] in cols]
     keys.sort(key=lambda k: ("/" in k, k.split("/")[0] if "/" in k else "", cols.index(k.rsplit("/", 1)[-1])))
     lines = [f"{benchmark}: {after} vs {before} on the same items; change = after - before, "
