@@ -135,7 +135,24 @@ def run_label(run_name: str, key: str) -> str:
     return f"{clean[:100]} [{key}]"
 
 
-class _Trackio:
+class _Backend:
+    """What the trackers share: a step's payload, with the samples as the tracker's own table type, in one call
+    (both take wandb's Table(columns=, data=) and log(data, step=))."""
+
+    def log(self, step: int, payload: dict[str, Any], table: tuple[list[str], list[list[Any]]] | None) -> None:
+        data: dict[str, Any] = dict(payload)
+        if table is not None:
+            data[SAMPLES_KEY] = self._table(*table)
+        self._write(data, step)
+
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
+        raise NotImplementedError
+
+    def _write(self, data: dict[str, Any], step: int) -> None:
+        raise NotImplementedError
+
+
+class _Trackio(_Backend):
     name = "trackio"
 
     def __init__(self, project: str, label: str, key: str, config: Mapping[str, Any], resume: bool):
@@ -163,18 +180,17 @@ class _Trackio:
         return (f"mirroring to trackio project {self.project!r}, run {self.run.name!r}, in {self.where}{tail}; "
                 f"open the dashboard with `TRACKIO_DIR={self.where} trackio show --project \"{self.project}\"`")
 
-    def log(self, step: int, payload: dict[str, Any], table: tuple[list[str], list[list[Any]]] | None) -> None:
-        data: dict[str, Any] = dict(payload)
-        if table is not None:
-            columns, rows = table
-            data[SAMPLES_KEY] = self.trackio.Table(columns=columns, data=rows)
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
+        return self.trackio.Table(columns=columns, data=rows)
+
+    def _write(self, data: dict[str, Any], step: int) -> None:
         self.trackio.log(data, step=step)
 
     def finish(self) -> None:
         self.trackio.finish()
 
 
-class _Wandb:
+class _Wandb(_Backend):
     name = "wandb"
 
     def __init__(self, project: str, label: str, key: str, config: Mapping[str, Any], resume: bool):
@@ -197,11 +213,10 @@ class _Wandb:
         return (f"mirroring to Weights & Biases project {self.project!r}, run {self.run.name!r} "
                 f"(id {self.run.id}, mode {mode}) in {self.where}")
 
-    def log(self, step: int, payload: dict[str, Any], table: tuple[list[str], list[list[Any]]] | None) -> None:
-        data: dict[str, Any] = dict(payload)
-        if table is not None:
-            columns, rows = table
-            data[SAMPLES_KEY] = self.wandb.Table(columns=columns, data=rows)
+    def _table(self, columns: list[str], rows: list[list[Any]]) -> Any:
+        return self.wandb.Table(columns=columns, data=rows)
+
+    def _write(self, data: dict[str, Any], step: int) -> None:
         self.run.log(data, step=step)
 
     def finish(self) -> None:
