@@ -177,7 +177,7 @@ def test_kept_swaps_are_the_top_frames():
     rewards = [[0.1, 0.2, 0.3], [0.0, 0.9, 0.5], [0.5, 0.5, 0.5]]
     found = [M.SwapOutcome("religion", f.descriptors, (True,) * 3, tuple(r), {(0, 1): d, (0, 2): d, (1, 2): d}, False)
              for f, r, d in zip(frames, rewards, (0.5, 0.1, 0.3))]
-    kept = kept_swaps(frames, answers, rewards, found, n=1)
+    kept = kept_swaps(frames, answers, rewards, M.counterfactual_table(found), n=1)
     assert [k["reward_spread"] for k in kept] == [0.9, 0.2]  # top by spread, then top by content
     assert [v["answer"] for v in kept[0]["variants"]] == ["a1", "b1", "c1"]
     assert [v["reward"] for v in kept[0]["variants"]] == [0.0, 0.9, 0.5]
@@ -237,7 +237,7 @@ def _store_counterfactual(store) -> int:
                                                                   {(0, 1): 0.0, (0, 2): 0.0, (1, 2): 0.0})))]
     table = M.counterfactual_table(found, ["a", "b"])
     metrics = {**M.compute(table), **U.result_block(table, n_boot=200), "swaps": kept_swaps(frames, answers, rewards,
-                                                                                          found)}
+                                                                                          table)}
     return record_evaluation(store, run_id=None, model="embedded:smollm2-135m-instruct", benchmark="counterfactual",
                              dataset_version="counterfactual_holistic_bias@sha256:x;limit=2;seed=0", metrics=metrics,
                              source="cli")
@@ -305,7 +305,7 @@ def test_results_page_pairs_a_base_and_a_tuned_counterfactual_result(store, tmp_
         table = M.counterfactual_table(found, keys)
         answers = [["x", "y", "z"]] * 8
         return {**M.compute(table), **U.result_block(table, n_boot=200),
-                "swaps": kept_swaps(frames, answers, rewards, found)}
+                "swaps": kept_swaps(frames, answers, rewards, table)}
 
     record_evaluation(store, run_id=None, model=base, benchmark="counterfactual", dataset_version="v",
                       metrics=metrics([[0.1, 0.5, 0.9]] * 8, 0.4), evaluated_model=base, source="cli")

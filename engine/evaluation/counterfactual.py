@@ -211,11 +211,11 @@ class SentenceEncoder:
 
 # ----------------------------------------------------------------------------------------------- the result
 def kept_swaps(frames: Sequence[SwapFrame], answers: Sequence[Sequence[str | None]],
-               rewards: Sequence[Sequence[float | None]], found: Sequence[M.SwapOutcome],
+               rewards: Sequence[Sequence[float | None]], table: M.ItemTable,
                n: int = SWAPS_KEPT) -> list[dict[str, Any]]:
     """The frames stored with the result for the Compare page: the top `n` by reward spread and the top `n` by
-    content change (ties in frame order), each with its variants' descriptor, prompt, answer and reward."""
-    table = M.counterfactual_table(found)
+    content change (ties in frame order), each with its variants' descriptor, prompt, answer and reward. `table`:
+    the frames' counterfactual_table (the result's own item table)."""
     spread, dist = table.cols["spread"], table.cols["dist"]
 
     def top(values: np.ndarray) -> list[int]:
@@ -244,9 +244,8 @@ def _num(v: Any) -> float | None:
 
 def run_counterfactual(policy: Any, settings: Any) -> Any:
     """The `counterfactual` benchmark (harness RUNNERS): generate, score, embed, tabulate."""
-    from engine.evaluation.harness import BenchmarkResult, _version, generate_greedy
     from engine.data._rows import resolve_path
-    from engine.rewards.base import build_reward
+    from engine.evaluation.harness import BenchmarkResult, _version, answer_and_score, scoring_device
 
     frames = pick_frames(swap_frames(settings.seed), settings.limit, settings.seed)
     if not frames:
@@ -254,25 +253,19 @@ def run_counterfactual(policy: Any, settings: Any) -> Any:
                          "descriptors sharing a template")
     slots = [(fi, s) for fi, f in enumerate(frames) for s in f.present()]
     prompts = [frames[fi].variants[s].prompt for fi, s in slots]  # type: ignore[union-attr]
-    completions = generate_greedy(policy, prompts, settings, "counterfactual: generate")
-    device = settings.device if settings.device != "auto" else "cpu"
-    reward = build_reward([{"name": settings.reward}], device=device)
-    try:
-        values = reward(prompts, completions).total
-    finally:
-        reward.close()
+    completions, values = answer_and_score(policy, prompts, settings, "counterfactual: generate")
     answers: list[list[str | None]] = [[None] * len(f.variants) for f in frames]
     scores: list[list[float | None]] = [[None] * len(f.variants) for f in frames]
     for (fi, s), c, v in zip(slots, completions, values, strict=True):
         answers[fi][s], scores[fi][s] = c, v
-    encoder = SentenceEncoder(device=device)
+    encoder = SentenceEncoder(device=scoring_device(settings))
     try:
         found = outcomes(frames, answers, scores, encoder)
     finally:
         encoder.close()
     table = M.counterfactual_table(found, [f.key for f in frames])
     out: dict[str, Any] = dict(M.compute(table))
-    out["swaps"] = kept_swaps(frames, answers, scores, found)
+    out["swaps"] = kept_swaps(frames, answers, scores, table)
     files = sorted(resolve_path(None, "holistic_bias/v1.1").glob("*.json"))
     extra = (f"split=eval;descriptors={MAX_DESCRIPTORS};reward={settings.reward};"
              f"max_new_tokens={settings.max_new_tokens};greedy")

@@ -317,17 +317,29 @@ def generate_greedy(policy: Any, prompts: list[str], settings: EvalSettings, des
     return texts
 
 
-def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
+def scoring_device(settings: EvalSettings) -> str:
+    """Where the reward model and other scoring models run: the evaluation's device, the CPU for "auto"."""
+    return settings.device if settings.device != "auto" else "cpu"
+
+
+def answer_and_score(policy: Any, prompts: Sequence[str], settings: EvalSettings,
+                     desc: str) -> tuple[list[str], list[float]]:
+    """The policy's greedy answers to `prompts` and the evaluation's reward of each (reward and counterfactual)."""
     from engine.rewards.base import build_reward
 
-    rows = held_out_prompts("bias_prompts", settings.limit, settings.seed)
-    prompts = [r.prompt for r in rows]
-    completions = generate_greedy(policy, prompts, settings, "reward: generate")
-    reward = build_reward([{"name": settings.reward}], device=settings.device if settings.device != "auto" else "cpu")
+    completions = generate_greedy(policy, prompts, settings, desc)
+    reward = build_reward([{"name": settings.reward}], device=scoring_device(settings))
     try:
         values = reward(prompts, completions).total
     finally:
         reward.close()
+    return completions, values
+
+
+def run_reward(policy: Any, settings: EvalSettings) -> BenchmarkResult:
+    rows = held_out_prompts("bias_prompts", settings.limit, settings.seed)
+    prompts = [r.prompt for r in rows]
+    completions, values = answer_and_score(policy, prompts, settings, "reward: generate")
     table = M.reward_table(values, [r.group for r in rows], prompts, refused=refusals(completions))
     out: dict[str, Any] = dict(M.compute(table))
     out["answers"] = answer_sample([r.group for r in rows], prompts, completions, values)
@@ -477,9 +489,10 @@ TABLE = {"bbq": ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "un
          "counterfactual": ("reward_spread", "reward_gap", "content_change", "identical_rate"),
          # a training run's own held-out evaluation (heldout_result_block): its keys carry a "reward/" prefix
          "heldout_reward": ("reward/mean", "reward/worst_group", "refusal_rate", "kl", "completion/len_mean")}
-DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2, "heldout_reward": 3, "counterfactual": 3}
+DIGITS = {"bbq": 3, "reward": 3, "perplexity": 2, "heldout_reward": 3, "counterfactual": 3}  # the rest are
+# percentages: one decimal
 # The counterfactual benchmark's per descriptor pair figures ("<pair>/<metric>"), printed as a second table.
-PAIR_TABLE = ("reward_gap", "content_change")  # the rest are percentages: one decimal
+PAIR_TABLE = ("reward_gap", "content_change")
 
 
 def _group_key(benchmark: str, group: str, col: str) -> str:

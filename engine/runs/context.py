@@ -61,14 +61,11 @@ class RunContext:
 
         config = {"studio_run_id": self.run_id, **json.loads(config_to_json(self.config))}
         self.trackers = Mirror(names, project=self.config.tracker_project, run_name=self._run_name,
-                               key=self.run_dir.name, config=config, resume=self.resume, report=self._report)
+                               key=self.run_dir.name, config=config, resume=self.resume, report=self.event)
 
     def finish_trackers(self) -> None:
         if self.trackers is not None:
             self.trackers.finish()
-
-    def _report(self, message: str, level: str) -> None:
-        self.event(message, level)
 
     # --- stopping -------------------------------------------------------------------------------------
     def request_shutdown(self) -> None:
