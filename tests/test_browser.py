@@ -152,13 +152,14 @@ def _grid(page, nth: int = 0) -> list[dict[str, str]]:
     return [dict(zip(head, r)) for r in body]
 
 
-def _grid_index(page, first_header: str, wanted: str) -> int:
-    """Index of the first dataframe whose header row includes `wanted` (a column label)."""
+def _grid_index(page, first_header: str, *wanted: str) -> int:
+    """Index of the first dataframe whose header row has `first_header` and, for each of `wanted`, a column label
+    that starts with it."""
     n = page.locator('[data-testid="stDataFrame"]').count()
     for i in range(n):
         rows = page.evaluate("""(i) => { const g = document.querySelectorAll('[data-testid="stDataFrame"]')[i];
             const tr = g && g.querySelector('table tr'); return tr ? [...tr.children].map(c => c.innerText.trim()) : []; }""", i)
-        if first_header in rows and any(wanted in h for h in rows):
+        if first_header in rows and all(any(h.startswith(w) for h in rows) for w in wanted):
             return i
     return -1
 
@@ -319,7 +320,8 @@ def test_the_whole_journey(tmp_path, browser, tiny_model_dir):
             return f"{ev.metrics['mean']:.{n}f}" + (f" [{lo:.{n}f}, {hi:.{n}f}]" if lo is not None else "")
 
         def table():
-            i = _grid_index(page, "metric", f"eval job #{jobs[1]}")
+            # the before/after table, not the finished job's own results panel (which has its column only)
+            i = _grid_index(page, "metric", *(f"eval job #{j}:" for j in jobs))
             if i < 0:
                 return None
             rows = [r for r in _grid(page, i) if r.get("group") == "all" and r.get("metric") == "mean"]
@@ -327,7 +329,7 @@ def test_the_whole_journey(tmp_path, browser, tiny_model_dir):
         row = wait_for(table, timeout=60, what="the before/after table to show both evaluations")
         base_col = next((k for k in row if k.startswith(f"eval job #{jobs[0]}:")), None)
         tuned_col = next((k for k in row if k.startswith(f"eval job #{jobs[1]}:")), None)
-        assert base_col and tuned_col, (jobs, row)
+        assert base_col and tuned_col, f"no column of job {jobs}: {list(row.items())}"
         assert f"run #{run.id} journey gr-grpo step {JOURNEY_STEPS}" in tuned_col
         assert row[base_col] == cell(base) and row[tuned_col] == cell(tuned), (row, cell(base), cell(tuned))
         _shot(page, "compare-evaluations")
