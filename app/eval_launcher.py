@@ -184,7 +184,7 @@ def render_jobs(store: Any) -> None:
             col = eval_view.Column(eval_view.column_label(sub, names), sub, {e.benchmark: e for e in got})
             rows = eval_view.before_after_rows([col])
             st.caption("Results so far: value [95% bootstrap interval]." if active else "Results: value [95% "
-                       "bootstrap interval]. They also appear in the before/after table above and on the Results "
+                       "bootstrap interval]. They also appear in the before/after table below and on the Results "
                        "page.")
             st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"eval.job_results.{job_id}",
                          height=eval_view.table_height(len(rows)))
