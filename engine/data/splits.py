@@ -8,9 +8,10 @@ same for every seed, so evaluations of runs with different seeds are comparable.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
+
+from engine.hashing import salted_key
 
 T = TypeVar("T")
 
@@ -29,10 +30,6 @@ def default_key(item: Any) -> str:
         return str(key)
     prompt = getattr(item, "prompt", None)
     return str(prompt) if prompt is not None else repr(item)
-
-
-def _rank(salt: str, key: str) -> str:
-    return hashlib.sha256(f"{salt}\x00{key}".encode()).hexdigest()
 
 
 def _count(n: int, fraction: float) -> int:
@@ -61,9 +58,9 @@ def assign_keys(
     n_eval = _count(n, fractions[2])
     n_val = min(n - n_eval, _count(n, fractions[1]))
     eval_salt = EVAL_SALT if fixed_eval else f"{EVAL_SALT}:{seed}"
-    by_eval_rank = sorted(unique, key=lambda k: _rank(eval_salt, k))
+    by_eval_rank = sorted(unique, key=lambda k: salted_key(eval_salt, k))
     out = {k: "eval" for k in by_eval_rank[:n_eval]}
-    rest = sorted(by_eval_rank[n_eval:], key=lambda k: _rank(f"seed:{seed}", k))
+    rest = sorted(by_eval_rank[n_eval:], key=lambda k: salted_key(f"seed:{seed}", k))
     out.update({k: "validation" for k in rest[:n_val]})
     out.update({k: "train" for k in rest[n_val:]})
     return out

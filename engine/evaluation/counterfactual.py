@@ -21,7 +21,6 @@ fine-tuned top layers encode bias, which this measure is meant to leave out.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.evaluation import metrics as M
+from engine.hashing import salted_key
 
 MAX_DESCRIPTORS = 4  # descriptors swapped per axis (so at most 6 descriptor pairs per axis)
 PLACEHOLDER = "GROUP"
@@ -60,10 +60,6 @@ class SwapFrame:
 
     def present(self) -> list[int]:
         return [i for i, v in enumerate(self.variants) if v is not None]
-
-
-def _hash(seed: int, text: str) -> str:
-    return hashlib.sha256(f"{seed}\x00{text}".encode()).hexdigest()
 
 
 def held_out_hb_prompts() -> list[Any]:
@@ -102,7 +98,7 @@ def swap_frames(seed: int = 0, max_descriptors: int = MAX_DESCRIPTORS,
             coverage[(axis, hb)][d] += 1
     frames: list[SwapFrame] = []
     for (axis, hb), counts in sorted(coverage.items()):
-        chosen = sorted(counts, key=lambda d: (-counts[d], _hash(seed, f"{hb}\x00{d}")))[:max_descriptors]
+        chosen = sorted(counts, key=lambda d: (-counts[d], salted_key(seed, f"{hb}\x00{d}")))[:max_descriptors]
         if len(chosen) < 2:
             continue
         for (a, h, template, noun), got in sorted(cells.items()):

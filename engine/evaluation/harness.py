@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.evaluation import metrics as M
+from engine.hashing import salted_key
 from engine.evaluation import uncertainty as U
 
 BENCHMARKS = ("bbq", "crows_pairs", "stereoset", "reward", "perplexity", "counterfactual")
@@ -146,7 +147,7 @@ def balanced_sample(items: Sequence[T], group_of: Callable[[T], str], key_of: Ca
     for it in items:
         by_group[group_of(it)].append(it)
     for members in by_group.values():
-        members.sort(key=lambda x: hashlib.sha256(f"{seed}\x00{key_of(x)}".encode()).hexdigest())
+        members.sort(key=lambda x: salted_key(seed, key_of(x)))
     out: list[T] = []
     queues = [by_group[g] for g in sorted(by_group)]
     depth = 0
