@@ -41,8 +41,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from engine.evaluation import metrics as M
-from engine.hashing import salted_key
 from engine.evaluation import uncertainty as U
+from engine.hashing import salted_key
 
 BENCHMARKS = ("bbq", "crows_pairs", "stereoset", "reward", "perplexity", "counterfactual")
 # What `studio eval` runs without --benchmarks: counterfactual is opt-in (about 650 greedy answers on the full set,
