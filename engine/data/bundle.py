@@ -10,23 +10,18 @@ SOURCE.md (upstream, commit, subset rule, sha256 of every bundled file).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
 
 from engine.data._rows import BUNDLED_DIR
-from engine.hashing import sha256_file
+from engine.hashing import salted_key, sha256_file
 
 BBQ_QUADS_PER_TEMPLATE = 3  # 25 templates x 3 x 4 rows = 300 rows per category
 BOLD_PROMPTS_PER_DOMAIN = 300
 GOQA_SAMPLE_FILE = "goqa_sample_eval.json"
 GOQA_BUNDLED_FILE = "goqa_paper_countries.jsonl"
-
-
-def _rank(*parts: object) -> str:
-    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()
 
 
 def _write_source(out: Path, header: str) -> None:
@@ -48,7 +43,7 @@ def bundle_bbq(src: Path, out: Path) -> None:
             blocks[row["question_index"]][row["example_id"] // 4].append(ln)
         kept_ids: set[int] = set()
         for qi, by_block in blocks.items():
-            ranked = sorted(by_block, key=lambda b: _rank("bbq", file.stem, qi, b))
+            ranked = sorted(by_block, key=lambda b: salted_key("bbq", file.stem, qi, b))
             kept_ids.update(ranked[:BBQ_QUADS_PER_TEMPLATE])
         kept = [ln for ln in lines if json.loads(ln)["example_id"] // 4 in kept_ids]
         (out / "data" / file.name).write_text("\n".join(kept) + "\n", encoding="utf-8")
@@ -83,7 +78,7 @@ def bundle_bold(src: Path, out: Path) -> None:
     counts = {}
     for file in sorted((src / "prompts").glob("*_prompt.json")):
         doc = json.loads(file.read_text(encoding="utf-8"))
-        queues = {g: sorted(ents, key=lambda e: _rank("bold", file.stem, g, e)) for g, ents in doc.items()}
+        queues = {g: sorted(ents, key=lambda e: salted_key("bold", file.stem, g, e)) for g, ents in doc.items()}
         kept: dict[str, dict[str, list[str]]] = {g: {} for g in doc}
         total, depth = 0, 0
         while total < BOLD_PROMPTS_PER_DOMAIN and any(depth < len(q) for q in queues.values()):

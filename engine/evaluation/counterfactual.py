@@ -98,7 +98,7 @@ def swap_frames(seed: int = 0, max_descriptors: int = MAX_DESCRIPTORS,
             coverage[(axis, hb)][d] += 1
     frames: list[SwapFrame] = []
     for (axis, hb), counts in sorted(coverage.items()):
-        chosen = sorted(counts, key=lambda d: (-counts[d], salted_key(seed, f"{hb}\x00{d}")))[:max_descriptors]
+        chosen = sorted(counts, key=lambda d: (-counts[d], salted_key(seed, hb, d)))[:max_descriptors]
         if len(chosen) < 2:
             continue
         for (a, h, template, noun), got in sorted(cells.items()):
